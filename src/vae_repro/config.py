@@ -1,0 +1,103 @@
+"""Typed configuration of one training job, free of Hydra so plain code can build it too.
+
+Hydra registers `Config` as the schema of conf/config.yaml (see run.py), so a value of the
+wrong type on the command line fails before anything runs. `check_config` adds the range
+checks that types cannot express.
+"""
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Activation(str, Enum):
+    tanh = "tanh"
+    sigmoid = "sigmoid"
+    softplus = "softplus"
+    relu = "relu"
+
+
+class Binarize(str, Enum):
+    none = "none"  # grey levels in [0, 1] used as Bernoulli means
+    dynamic = "dynamic"  # a fresh Bernoulli sample each time a batch is drawn
+    static = "static"  # one Bernoulli sample of the whole dataset, fixed seed
+
+
+class DatasetName(str, Enum):
+    mnist = "mnist"
+    fashion_mnist = "fashion_mnist"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class ModelConfig:
+    hidden_size: int = 500
+    activation: Activation = Activation.tanh
+    init_std: float = 0.01
+
+
+@dataclass
+class DataConfig:
+    name: DatasetName = DatasetName.mnist
+    root: str = "data"
+    download: bool = True
+    binarize: Binarize = Binarize.none
+
+
+@dataclass
+class OptimizerConfig:
+    lr: float = 0.02
+    # Gradient of a N(0, I) prior on the weight matrices, per datapoint: log p(theta) / N.
+    weight_decay: float = 1.0 / 60000
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 100
+    mc_samples: int = 1
+    # Sample counts are floats so that 1e6 can be typed on the command line.
+    max_samples: float = 1e8
+    eval_start: float = 1e4
+    eval_points_per_decade: int = 5
+    checkpoint_every: float = 1e6
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    latent_dim: int = 20
+    seed: int = 0
+    device: Device = Device.auto
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+class ConfigError(ValueError):
+    """A config value out of range; the message names the key."""
+
+
+def _positive_count(key: str, value: float) -> None:
+    if not (math.isfinite(value) and value >= 1 and value == int(value)):
+        raise ConfigError(f"{key}={value}: expected a whole number >= 1")
+
+
+def check_config(cfg: Config) -> None:
+    _positive_count("latent_dim", cfg.latent_dim)
+    _positive_count("model.hidden_size", cfg.model.hidden_size)
+    _positive_count("train.batch_size", cfg.train.batch_size)
+    _positive_count("train.mc_samples", cfg.train.mc_samples)
+    _positive_count("train.max_samples", cfg.train.max_samples)
+    _positive_count("train.eval_start", cfg.train.eval_start)
+    _positive_count("train.eval_points_per_decade", cfg.train.eval_points_per_decade)
+    _positive_count("train.checkpoint_every", cfg.train.checkpoint_every)
+    for key, value in (("optimizer.lr", cfg.optimizer.lr), ("model.init_std", cfg.model.init_std)):
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{key}={value}: expected a number > 0")
+    if not (math.isfinite(cfg.optimizer.weight_decay) and cfg.optimizer.weight_decay >= 0):
+        raise ConfigError(f"optimizer.weight_decay={cfg.optimizer.weight_decay}: expected a number >= 0")

@@ -1,0 +1,99 @@
+"""MNIST and Fashion-MNIST as two float tensors, parsed by torchvision.
+
+The whole dataset is held as one [N, 784] tensor (188 MB as float32 for MNIST's 60k
+training digits) so that a batch is a row gather, not 100 image decodes.
+"""
+import contextlib
+import gzip
+import io
+import shutil
+import struct
+from pathlib import Path
+
+import torch
+import torchvision
+
+DATASETS = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}
+IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
+
+
+class DataError(RuntimeError):
+    """Data missing or unreadable; the message says which file and what to do."""
+
+
+def raw_dir(name: str, root: str | Path) -> Path:
+    """Where torchvision keeps the IDX files of `name` below `root`."""
+    return Path(root) / DATASETS[name].__name__ / "raw"
+
+
+def idx_files(name: str, root: str | Path) -> list[Path]:
+    return [raw_dir(name, root) / Path(gz).stem for gz, _ in DATASETS[name].resources]
+
+
+def check_idx_file(path: Path) -> None:
+    """Fail with a clear message on a wrong magic number or a size that disagrees with the header."""
+    kind = "images" if "images" in path.name else "labels"
+    with open(path, "rb") as f:
+        head = f.read(16 if kind == "images" else 8)
+    ndim = 3 if kind == "images" else 1
+    if len(head) < 4 * (ndim + 1):
+        raise DataError(f"{path}: truncated IDX file ({len(head)} bytes); delete it and provide it again")
+    magic, *dims = struct.unpack(f">{ndim + 1}I", head)
+    if magic != IDX_MAGIC[kind]:
+        raise DataError(
+            f"{path}: wrong IDX magic number {magic:#010x}, expected {IDX_MAGIC[kind]:#010x} for {kind}; "
+            "delete it and provide it again"
+        )
+    expected = len(head) + (dims[0] * dims[1] * dims[2] if kind == "images" else dims[0])
+    size = path.stat().st_size
+    if size != expected:
+        raise DataError(
+            f"{path}: {size} bytes, but its header describes {expected} (truncated or corrupt); "
+            "delete it and provide it again"
+        )
+    if kind == "images" and dims[1:] != [28, 28]:
+        raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28")
+
+
+def _gunzip_missing(files: list[Path]) -> None:
+    """Accept the .gz files as published: unpack any that lack their plain twin."""
+    for path in files:
+        gz = path.with_name(path.name + ".gz")
+        if not path.exists() and gz.exists():
+            with gzip.open(gz, "rb") as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def _download(name: str, root: Path) -> None:
+    # torchvision prints each mirror it tries; keep the console to one line on failure.
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            DATASETS[name](str(root), train=True, download=True)
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(
+            f"{name} is not under data.root={root} and downloading it failed ({reason}): "
+            f"copy the four IDX files (or their .gz) into {raw_dir(name, root)}, or run once with network access"
+        ) from None
+
+
+def load_dataset(name: str, root: str | Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and test images as float32 [N, 784] tensors with values in [0, 1]."""
+    if name not in DATASETS:
+        raise DataError(f"data.name={name}: unknown dataset, expected one of {', '.join(DATASETS)}")
+    root = Path(root).resolve()
+    files = idx_files(name, root)
+    _gunzip_missing(files)
+    if not all(f.exists() for f in files):
+        if not download:
+            missing = ", ".join(f.name for f in files if not f.exists())
+            raise DataError(
+                f"{name} not found under data.root={root} (missing {missing} in {raw_dir(name, root)}) "
+                "and data.download=false: copy the IDX files there or set data.download=true"
+            )
+        _download(name, root)
+    for f in files:
+        check_idx_file(f)
+    splits = [DATASETS[name](str(root), train=train, download=False).data for train in (True, False)]
+    return tuple(x.reshape(len(x), -1).float().div_(255) for x in splits)

@@ -1,0 +1,125 @@
+"""Command-line entry point: python -m vae_repro.run [KEY=VALUE ...] [-m].
+
+A thin Hydra wrapper around `vae_repro.train.train`. Before Hydra creates any output dir,
+every job of the command is composed and checked (types, ranges, device, data files), so a
+bad value ends with one line on stderr and exit status 2 instead of a traceback or a
+half-made sweep. Jobs that diverge or are interrupted are listed at the end, exit status 1.
+"""
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vae_repro.config import Config, ConfigError, check_config
+from vae_repro.data import DataError, load_dataset
+from vae_repro.train import Diverged, resolve_device, train
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+ConfigStore.instance().store(name="config_schema", node=Config)
+log = logging.getLogger(__name__)
+failed_jobs: list[str] = []  # filled by FailedJobsReport in this process
+
+
+def _one_line(e: Exception) -> str:
+    cause = e.__cause__
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        return f"{cause.full_key}: {cause.msg}"
+    return " ".join(str(e).split())
+
+
+def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], DictConfig]:
+    """The override list of every job the command would launch, as Hydra's basic sweeper
+    expands them, and the command's Hydra config."""
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(overrides)
+    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+    hydra_cfg = compose("config", overrides=plain, return_hydra_config=True).hydra
+    if not multirun:
+        return [overrides], hydra_cfg
+    swept = {o.get_key_element(): o for o in parsed}
+    config_params = hydra_cfg.sweeper.get("params") or {}
+    from_config = parser.parse_overrides([f"{k}={v}" for k, v in config_params.items() if k not in swept])
+    return BasicSweeper.split_arguments(from_config + list(swept.values()), None)[0], hydra_cfg
+
+
+def precheck(argv: list[str]) -> None:
+    """Compose and check every job of the command; raise on the first bad one."""
+    flags = [a for a in argv if a.startswith("-")]
+    if any(f not in ("-m", "--multirun") for f in flags):
+        return  # --help, --cfg, -cn ...: Hydra's own options, left to Hydra
+    overrides = [a for a in argv if not a.startswith("-")]
+    datasets, devices = set(), set()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="precheck"):
+        jobs, hydra_cfg = _jobs(overrides, multirun=bool(flags))
+        for job in jobs:
+            cfg: Config = OmegaConf.to_object(compose("config", overrides=job))
+            check_config(cfg)
+            datasets.add((cfg.data.name.value, to_absolute_path(cfg.data.root), cfg.data.download))
+            devices.add(cfg.device.value)
+    if "Slurm" not in str(hydra_cfg.launcher.get("_target_")):  # a login node may lack the jobs' GPU
+        for device in devices:
+            resolve_device(device)
+    for name, root, download in datasets:
+        load_dataset(name, root, download)  # downloads once here, not once per job
+
+
+class FailedJobsReport(Callback):
+    """Collects the jobs whose summary.json does not say completed, whatever launcher ran them."""
+
+    def on_run_end(self, config: DictConfig, **kwargs) -> None:
+        self._collect(Path(config.hydra.runtime.output_dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        self._collect(Path(config.hydra.sweep.dir))
+
+    @staticmethod
+    def _collect(root: Path) -> None:
+        for path in sorted(root.rglob("summary.json")):
+            summary = json.loads(path.read_text())
+            if summary["status"] != "completed":
+                failed_jobs.append(f"{path.parent}: {summary['status']} {summary['message']}".rstrip())
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def hydra_app(dict_cfg: DictConfig) -> str:
+    cfg: Config = OmegaConf.to_object(dict_cfg)
+    cfg.data.root = to_absolute_path(cfg.data.root)
+    out_dir = HydraConfig.get().runtime.output_dir
+    try:
+        return train(cfg, out_dir)["status"]
+    except Diverged as e:  # recorded in summary.json; the other jobs of a sweep go on
+        log.error("%s", e)
+        return "diverged"
+
+
+def main() -> None:
+    try:
+        precheck(sys.argv[1:])
+    except (HydraException, OmegaConfBaseException, ConfigError, DataError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        hydra_app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    if failed_jobs:
+        print(f"{len(failed_jobs)} job(s) did not complete:", file=sys.stderr)
+        for line in failed_jobs:
+            print(f"  {line}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
