@@ -6,28 +6,28 @@ checks that types cannot express.
 """
 import math
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class Activation(str, Enum):
+class Activation(StrEnum):
     tanh = "tanh"
     sigmoid = "sigmoid"
     softplus = "softplus"
     relu = "relu"
 
 
-class Binarize(str, Enum):
+class Binarize(StrEnum):
     none = "none"  # grey levels in [0, 1] used as Bernoulli means
     dynamic = "dynamic"  # a fresh Bernoulli sample each time a batch is drawn
     static = "static"  # one Bernoulli sample of the whole dataset, fixed seed
 
 
-class DatasetName(str, Enum):
+class DatasetName(StrEnum):
     mnist = "mnist"
     fashion_mnist = "fashion_mnist"
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"

@@ -71,7 +71,8 @@ def _download(name: str, root: Path) -> None:
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             DATASETS[name](str(root), train=True, download=True)
     except Exception as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        reason = lines[-1].strip() if lines else type(e).__name__  # torchvision's last mirror error
         raise DataError(
             f"{name} is not under data.root={root} and downloading it failed ({reason}): "
             f"copy the four IDX files (or their .gz) into {raw_dir(name, root)}, or run once with network access"

@@ -29,14 +29,13 @@ from vae_repro.train import Diverged, resolve_device, train
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ConfigStore.instance().store(name="config_schema", node=Config)
 log = logging.getLogger(__name__)
-failed_jobs: list[str] = []  # filled by FailedJobsReport in this process
 
 
 def _one_line(e: Exception) -> str:
     cause = e.__cause__
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
-        return f"{cause.full_key}: {cause.msg}"
-    return " ".join(str(e).split())
+        return f"{cause.full_key}: {cause.msg.splitlines()[0]}"
+    return " ".join(str(e).split("Config search path")[0].split())
 
 
 def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], DictConfig]:
@@ -66,8 +65,8 @@ def precheck(argv: list[str]) -> None:
         for job in jobs:
             cfg: Config = OmegaConf.to_object(compose("config", overrides=job))
             check_config(cfg)
-            datasets.add((cfg.data.name.value, to_absolute_path(cfg.data.root), cfg.data.download))
-            devices.add(cfg.device.value)
+            datasets.add((str(cfg.data.name), to_absolute_path(cfg.data.root), cfg.data.download))
+            devices.add(str(cfg.device))
     if "Slurm" not in str(hydra_cfg.launcher.get("_target_")):  # a login node may lack the jobs' GPU
         for device in devices:
             resolve_device(device)
@@ -76,20 +75,27 @@ def precheck(argv: list[str]) -> None:
 
 
 class FailedJobsReport(Callback):
-    """Collects the jobs whose summary.json does not say completed, whatever launcher ran them."""
+    """Lists the jobs whose summary.json does not say completed, whatever launcher ran them,
+    and makes the command exit with status 1 if there are any."""
 
     def on_run_end(self, config: DictConfig, **kwargs) -> None:
-        self._collect(Path(config.hydra.runtime.output_dir))
+        self._report(Path(config.hydra.runtime.output_dir))
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        self._collect(Path(config.hydra.sweep.dir))
+        self._report(Path(config.hydra.sweep.dir))
 
     @staticmethod
-    def _collect(root: Path) -> None:
+    def _report(root: Path) -> None:
+        failed = []
         for path in sorted(root.rglob("summary.json")):
             summary = json.loads(path.read_text())
             if summary["status"] != "completed":
-                failed_jobs.append(f"{path.parent}: {summary['status']} {summary['message']}".rstrip())
+                failed.append(f"{path.parent}: {summary['status']} {summary['message']}".rstrip())
+        if failed:
+            print(f"{len(failed)} job(s) did not complete:", file=sys.stderr)
+            for line in failed:
+                print(f"  {line}", file=sys.stderr)
+            sys.exit(1)  # Hydra passes SystemExit through its callback guard
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -114,11 +120,6 @@ def main() -> None:
         hydra_app()
     except KeyboardInterrupt:
         sys.exit(130)
-    if failed_jobs:
-        print(f"{len(failed_jobs)} job(s) did not complete:", file=sys.stderr)
-        for line in failed_jobs:
-            print(f"  {line}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

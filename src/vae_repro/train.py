@@ -43,8 +43,8 @@ class Diverged(RuntimeError):
 
 
 def config_dict(cfg: Config) -> dict:
-    """The config as plain JSON types (enums as their names)."""
-    return json.loads(json.dumps(asdict(cfg), default=lambda e: e.value))
+    """The config as plain JSON types."""
+    return json.loads(json.dumps(asdict(cfg)))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -193,9 +193,9 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
     check_config(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device.value)
-    train_x, test_x = data if data is not None else load_dataset(cfg.data.name.value, cfg.data.root, cfg.data.download)
-    binarize = cfg.data.binarize.value
+    device = resolve_device(str(cfg.device))
+    train_x, test_x = data if data is not None else load_dataset(str(cfg.data.name), cfg.data.root, cfg.data.download)
+    binarize = str(cfg.data.binarize)
     if binarize == "static":
         gen = torch.Generator().manual_seed(STATIC_BINARIZE_SEED)
         train_x, test_x = (torch.bernoulli(x, generator=gen) for x in (train_x, test_x))
@@ -204,7 +204,7 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = VAE(train_x.shape[1], cfg.model.hidden_size, cfg.latent_dim, cfg.model.activation.value,
+    model = VAE(train_x.shape[1], cfg.model.hidden_size, cfg.latent_dim, str(cfg.model.activation),
                 cfg.model.init_std).to(device)
     optimizer = make_optimizer(model, cfg.optimizer.lr, cfg.optimizer.weight_decay)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -314,7 +314,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Config, VAE]:
     """The config and trained model of a finished run, for a notebook or an evaluation script."""
     saved = torch.load(Path(run_dir) / "model.pt", map_location=device, weights_only=False)
     cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), saved["config"]))
-    model = VAE(saved["input_dim"], cfg.model.hidden_size, cfg.latent_dim, cfg.model.activation.value,
+    model = VAE(saved["input_dim"], cfg.model.hidden_size, cfg.latent_dim, str(cfg.model.activation),
                 cfg.model.init_std)
     model.load_state_dict(saved["state_dict"])
     return cfg, model.to(device).eval()

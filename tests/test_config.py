@@ -1,0 +1,64 @@
+import math
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from vae_repro.config import Config, ConfigError, check_config
+from vae_repro.run import CONF_DIR
+from vae_repro.train import eval_schedule
+
+
+def compose_config(overrides=(), hydra_cfg=False):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra_cfg)
+
+
+def test_yaml_defaults_match_the_schema_and_the_paper():
+    cfg = OmegaConf.to_object(compose_config())
+    assert cfg == Config()
+    assert (cfg.latent_dim, cfg.model.hidden_size, str(cfg.model.activation), cfg.model.init_std) == (20, 500, "tanh", 0.01)
+    assert (cfg.train.batch_size, cfg.train.mc_samples, cfg.train.max_samples) == (100, 1, 1e8)
+    assert cfg.optimizer.lr in (0.01, 0.02, 0.1)
+    assert cfg.optimizer.weight_decay == pytest.approx(1 / 60000)
+
+
+def test_overrides_are_typed():
+    cfg = OmegaConf.to_object(compose_config(["latent_dim=10", "optimizer.lr=0.1", "train.max_samples=1e6",
+                                              "data=fashion_mnist", "data.binarize=dynamic", "device=cpu"]))
+    assert (cfg.latent_dim, cfg.optimizer.lr, cfg.train.max_samples) == (10, 0.1, 1e6)
+    assert (str(cfg.data.name), str(cfg.data.binarize), str(cfg.device)) == ("fashion_mnist", "dynamic", "cpu")
+
+
+@pytest.mark.parametrize("override", ["latent_dim=abc", "latent_dim=2.5", "data.binarize=sometimes",
+                                      "device=tpu", "model.activation=gelu", "train.batch_size=big"])
+def test_wrong_type_is_rejected_at_composition(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_config([override])
+
+
+@pytest.mark.parametrize("key,value", [("latent_dim", 0), ("latent_dim", -3), ("optimizer.lr", 0.0),
+                                       ("optimizer.lr", -0.1), ("train.batch_size", 0),
+                                       ("train.max_samples", 0.5)])
+def test_out_of_range_values_are_rejected(key, value):
+    cfg = OmegaConf.to_object(compose_config([f"{key}={value}"]))
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check_config(cfg)
+
+
+def test_fig2_sweep_lists_the_papers_latent_sizes():
+    hydra_cfg = compose_config(["sweep=fig2"], hydra_cfg=True).hydra
+    assert str(hydra_cfg.sweeper.params.latent_dim) == "3,5,10,20,200"
+
+
+def test_eval_schedule_is_log_spaced_in_whole_batches():
+    points = eval_schedule(start=10_000, per_decade=5, max_samples=100_000_000, batch_size=100)
+    assert points[0] == 10_000 and points[-1] == 100_000_000
+    assert len(points) == 4 * 5 + 1
+    assert all(p % 100 == 0 for p in points)
+    ratios = [b / a for a, b in zip(points, points[1:])]
+    assert all(ratio == pytest.approx(10 ** 0.2, rel=0.01) for ratio in ratios)
+    # a run shorter than the first point is still evaluated once, at its end
+    assert eval_schedule(10_000, 5, 250, 100) == [300]
+    assert math.isclose(len(eval_schedule(10_000, 5, 1_000_000, 100)), 11)

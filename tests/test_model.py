@@ -1,0 +1,50 @@
+import math
+
+import torch
+
+from vae_repro.model import VAE
+
+
+def test_elbo_terms_equal_a_hand_computation():
+    torch.manual_seed(0)
+    model = VAE(input_dim=2, hidden_size=1, latent_dim=1, activation="tanh").double()
+    values = {"enc_hidden.weight": [[0.5, -0.3]], "enc_hidden.bias": [0.1],
+              "enc_out.weight": [[0.8], [-0.6]], "enc_out.bias": [0.2, -0.4],
+              "dec_hidden.weight": [[1.5]], "dec_hidden.bias": [-0.2],
+              "dec_out.weight": [[2.0], [-1.0]], "dec_out.bias": [0.3, 0.1]}
+    with torch.no_grad():
+        for name, value in values.items():
+            model.get_parameter(name).copy_(torch.tensor(value, dtype=torch.float64))
+    x, eps = [0.9, 0.2], 0.7
+
+    h = math.tanh(0.5 * x[0] - 0.3 * x[1] + 0.1)
+    mean, logvar = 0.8 * h + 0.2, -0.6 * h - 0.4
+    z = mean + math.exp(0.5 * logvar) * eps
+    g = math.tanh(1.5 * z - 0.2)
+    logits = [2.0 * g + 0.3, -1.0 * g + 0.1]
+    sigmoid = lambda a: 1 / (1 + math.exp(-a))  # noqa: E731
+    log_px = sum(xi * math.log(sigmoid(a)) + (1 - xi) * math.log(1 - sigmoid(a)) for xi, a in zip(x, logits))
+    kl = 0.5 * (mean ** 2 + math.exp(logvar) - 1 - logvar)
+
+    got_log_px, got_kl = model(torch.tensor([x], dtype=torch.float64), torch.tensor([[[eps]]], dtype=torch.float64))
+    assert math.isclose(got_log_px.item(), log_px, rel_tol=1e-12)
+    assert math.isclose(got_kl.item(), kl, rel_tol=1e-12)
+
+
+def test_several_mc_samples_are_averaged():
+    torch.manual_seed(0)
+    model = VAE(input_dim=6, hidden_size=4, latent_dim=3).double()
+    x = torch.rand(5, 6, dtype=torch.float64)
+    eps = torch.randn(4, 5, 3, dtype=torch.float64)
+    log_px, kl = model(x, eps)
+    singles = [model(x, eps[i:i + 1])[0] for i in range(4)]
+    assert torch.allclose(log_px, torch.stack(singles).mean(0))
+    assert torch.allclose(kl, model(x, eps[:1])[1])  # analytic, independent of the noise
+
+
+def test_initialisation_and_prior_cover_the_weight_matrices_only():
+    torch.manual_seed(0)
+    model = VAE(input_dim=784, hidden_size=500, latent_dim=20, init_std=0.01)
+    assert {tuple(w.shape) for w in model.weights()} == {(500, 784), (40, 500), (500, 20), (784, 500)}
+    assert abs(model.enc_hidden.weight.std().item() - 0.01) < 1e-4
+    assert all((p == 0).all() for name, p in model.named_parameters() if name.endswith("bias"))

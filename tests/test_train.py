@@ -1,0 +1,80 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from vae_repro.config import Config, DataConfig, TrainConfig
+from vae_repro.data import load_dataset
+from vae_repro.train import METRIC_COLUMNS, Diverged, load_run, train
+
+
+def quick_config(data_root, **train_settings) -> Config:
+    settings = {"max_samples": 30_000, "eval_start": 1000, "eval_points_per_decade": 2, "progress": False,
+                **train_settings}
+    return Config(device="cpu", data=DataConfig(root=str(data_root), download=False),
+                  train=TrainConfig(**settings))
+
+
+def read_rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_few_hundred_steps_raise_the_elbo(data_root, tmp_path):
+    summary = train(quick_config(data_root), tmp_path)  # 300 steps of 100 on 300 synthetic digits
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert list(rows[0]) == METRIC_COLUMNS
+    samples = [int(r["samples"]) for r in rows]
+    assert samples == sorted(set(samples)) and samples[0] == 1000 and samples[-1] == 30_000
+    first, last = rows[0], rows[-1]
+    assert float(last["train_elbo"]) > float(first["train_elbo"]) + 20
+    assert float(last["test_elbo"]) > float(first["test_elbo"]) + 20
+    for r in rows:  # ELBO = E[log p(x|z)] - KL, both splits
+        for split in ("train", "test"):
+            assert float(r[f"{split}_elbo"]) == pytest.approx(float(r[f"{split}_log_px"]) - float(r[f"{split}_kl"]))
+    assert summary["status"] == "completed" and summary["samples"] == 30_000
+    assert summary["test_elbo"] == float(last["test_elbo"])
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
+def test_load_run_gives_back_config_and_trained_model(data_root, tmp_path):
+    cfg = quick_config(data_root, max_samples=2000)
+    train(cfg, tmp_path)
+    loaded_cfg, model = load_run(tmp_path)
+    assert loaded_cfg == cfg
+    saved = torch.load(tmp_path / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    _, test_x = load_dataset("mnist", data_root, download=False)
+    log_px, kl = model(test_x[:5], torch.zeros(1, 5, cfg.latent_dim))
+    assert log_px.shape == kl.shape == (5,)
+
+
+def test_same_seed_same_curve_and_other_seed_other_curve(data_root, tmp_path):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        cfg = quick_config(data_root, max_samples=3000)
+        cfg.seed = seed
+        train(cfg, tmp_path / name)
+        runs[name] = [(r["samples"], r["train_elbo"], r["test_elbo"]) for r in read_rows(tmp_path / name / "metrics.csv")]
+    assert runs["a"] == runs["b"]
+    assert runs["a"] != runs["c"]
+
+
+@pytest.mark.parametrize("binarize", ["dynamic", "static"])
+def test_binarized_data_trains(data_root, tmp_path, binarize):
+    cfg = quick_config(data_root, max_samples=3000)
+    cfg.data.binarize = binarize
+    assert train(cfg, tmp_path)["status"] == "completed"
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert float(rows[-1]["test_elbo"]) > float(rows[0]["test_elbo"])
+
+
+def test_divergence_stops_with_a_message_and_a_recorded_status(data_root, tmp_path):
+    cfg = quick_config(data_root)
+    cfg.optimizer.lr = 100.0
+    with pytest.raises(Diverged, match=r"non-finite loss at step \d+ .*optimizer\.lr=100\.0"):
+        train(cfg, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged" and "optimizer.lr=100.0" in summary["message"]
+    assert not (tmp_path / "model.pt").exists()
