@@ -49,8 +49,8 @@ QUICK = ["train.max_samples=3000", "train.eval_start=500", "train.eval_points_pe
          "train.progress=false", "device=cpu"]
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, timeout: int = 300, **env_vars: str) -> subprocess.CompletedProcess:
     """The real command line, in a subprocess, as a user would type it."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **env_vars}
     return subprocess.run([sys.executable, "-m", "vae_repro.run", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)

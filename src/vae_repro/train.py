@@ -293,6 +293,7 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
                 if at_ckpt:
                     state["wall_s"] = time.perf_counter() - start
                     save_checkpoint()
+                    summary("running")
                     next_ckpt += ckpt_every
             state["wall_s"] = time.perf_counter() - start
             if stop.received is not None:

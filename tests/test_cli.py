@@ -1,0 +1,165 @@
+"""The real command line in subprocesses: sweeps, the plot script, and every bad input."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import QUICK, REPO, make_mnist_root, run_cli
+
+PLOT = [sys.executable, str(REPO / "scripts" / "plot_fig2.py")]
+
+
+def metrics(job_dir):
+    with open(job_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(data_root, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("sweep")
+    result = run_cli(["-m", "latent_dim=2,5", f"data.root={data_root}", *QUICK, "hydra.sweep.dir=multirun"], cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd / "multirun"
+
+
+def test_sweep_over_two_latent_sizes_writes_two_curves(sweep_dir):
+    jobs = sorted(p.parent for p in sweep_dir.rglob("metrics.csv"))
+    assert len(jobs) == 2
+    for job, latent_dim in zip(jobs, (2, 5)):
+        rows = metrics(job)
+        assert {"samples", "train_elbo", "test_elbo", "wall_s", "train_kl", "test_log_px"} <= set(rows[0])
+        samples = [int(r["samples"]) for r in rows]
+        assert len(samples) >= 3 and samples == sorted(set(samples)) and samples[-1] == 3000
+        assert f"latent_dim: {latent_dim}" in (job / ".hydra" / "config.yaml").read_text()
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["latent_dim"] == latent_dim
+        assert summary["samples_per_s"] > 0 and summary["device"] == "cpu"
+        assert (job / "model.pt").exists()
+
+
+def test_plot_script_draws_one_panel_per_latent_size(sweep_dir, tmp_path):
+    sys.path.insert(0, str(REPO / "scripts"))
+    import plot_fig2
+
+    fig = plot_fig2.plot(plot_fig2.read_runs([sweep_dir]))
+    assert [ax.get_title() for ax in fig.axes] == ["MNIST, $N_z$ = 2", "MNIST, $N_z$ = 5"]
+    assert all(ax.get_xscale() == "log" for ax in fig.axes)
+    low, high = fig.axes[0].get_ylim()
+    assert low <= -150 and high >= -95
+
+    out = tmp_path / "fig2.png"
+    result = subprocess.run([*PLOT, str(sweep_dir), "--out", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_ignores_a_half_written_last_row(sweep_dir, tmp_path):
+    job = tmp_path / "job"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text((sweep_dir / "0" / ".hydra" / "config.yaml").read_text())
+    text = (sweep_dir / "0" / "metrics.csv").read_text()
+    (job / "metrics.csv").write_text(text + "3100,-180.5,-17")  # a row cut off mid-write
+    result = subprocess.run([*PLOT, str(job), "--out", str(tmp_path / "f.png")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    sys.path.insert(0, str(REPO / "scripts"))
+    import plot_fig2
+
+    assert len(plot_fig2.read_runs([job])) == len(metrics(sweep_dir / "0"))
+
+
+def test_plot_errors(sweep_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = subprocess.run([*PLOT, str(empty)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {empty}: no metrics.csv below this dir"
+
+    job = tmp_path / "job"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "config.yaml").write_text("latent_dim: 3\ndata:\n  name: mnist\n")
+    (job / "metrics.csv").write_text("samples,train_elbo\n100,-200.0\n")
+    result = subprocess.run([*PLOT, str(job)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {job / 'metrics.csv'}: missing column(s) test_elbo"
+
+
+def corrupt_root(tmp_path, how):
+    root = make_mnist_root(tmp_path / "corrupt")
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    data = bytearray(path.read_bytes())
+    if how == "magic":
+        data[2:4] = b"\x09\x09"
+    else:
+        data = data[:-1000]
+    path.write_bytes(bytes(data))
+    return root
+
+
+BAD_INPUTS = [
+    (["latent_dim=0"], "latent_dim=0: expected a whole number >= 1"),
+    (["latent_dim=-3"], "latent_dim=-3: expected a whole number >= 1"),
+    (["latent_dim=abc"], "latent_dim: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["optimizer.lr=0"], "optimizer.lr=0.0: expected a number > 0"),
+    (["optimizer.lr=-0.01"], "optimizer.lr=-0.01: expected a number > 0"),
+    (["train.batch_size=0"], "train.batch_size=0: expected a whole number >= 1"),
+    (["data=svhn"], "Could not find 'data/svhn' Available options in 'data': fashion_mnist mnist"),
+    (["data.name=svhn"], "data.name: Invalid value 'svhn', expected one of [mnist, fashion_mnist]"),
+    (["-m", "latent_dim=3,0"], "latent_dim=0: expected a whole number >= 1"),
+    (["-m", "sweep=fig2", "optimizer.lr=0"], "optimizer.lr=0.0: expected a number > 0"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_config_gives_one_line_and_status_2(args, message, data_root, tmp_path):
+    result = run_cli([f"data.root={data_root}", *QUICK, *args], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert list(tmp_path.iterdir()) == []  # no output dir was created
+
+
+def test_missing_data_root_without_download(tmp_path):
+    result = run_cli(["data.root=nowhere", "data.download=false", *QUICK], tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"mnist not found under data.root={tmp_path / 'nowhere'}" in result.stderr
+    assert "set data.download=true" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_offline_without_data_names_the_root_and_the_fix(tmp_path):
+    # A proxy that refuses every connection stands for a machine without network.
+    offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    result = run_cli(["data.root=empty", *QUICK], tmp_path, **offline)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert f"mnist is not under data.root={tmp_path / 'empty'} and downloading it failed" in result.stderr
+    assert f"copy the four IDX files (or their .gz) into {tmp_path / 'empty' / 'MNIST' / 'raw'}" in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("how,message", [("magic", "wrong IDX magic number 0x00000909, expected 0x00000803"),
+                                         ("size", "but its header describes")])
+def test_corrupt_idx_file(how, message, tmp_path):
+    root = corrupt_root(tmp_path, how)
+    result = run_cli([f"data.root={root}", *QUICK], tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "train-images-idx3-ubyte" in result.stderr and message in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_cuda_requested_without_cuda(data_root, tmp_path):
+    result = run_cli([f"data.root={data_root}", *QUICK, "device=cuda"], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "error: device=cuda: CUDA is not available on this machine; use device=cpu or device=auto\n"
+
+
+def test_diverging_job_fails_alone_and_is_listed(data_root, tmp_path):
+    result = run_cli(["-m", "optimizer.lr=100,0.02", f"data.root={data_root}", *QUICK, "hydra.sweep.dir=sweep"],
+                     tmp_path)
+    assert result.returncode == 1
+    assert "diverged: non-finite loss at step" in result.stderr and "optimizer.lr=100.0" in result.stderr
+    last = result.stderr.strip().splitlines()[-2:]
+    assert last[0] == "1 job(s) did not complete:"
+    assert last[1].startswith("  sweep/0: diverged diverged: non-finite loss")
+    assert json.loads((tmp_path / "sweep" / "0" / "summary.json").read_text())["status"] == "diverged"
+    assert json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())["status"] == "completed"

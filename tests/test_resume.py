@@ -1,0 +1,76 @@
+"""A run killed in the middle and started again ends exactly where an uninterrupted run ends."""
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from conftest import run_cli
+
+# Long enough to be killed in the middle: 1000 steps, a checkpoint every 100.
+LONG = ["train.max_samples=1e5", "train.eval_start=1000", "train.eval_points_per_decade=4",
+        "train.checkpoint_every=1e4", "train.progress=false", "device=cpu"]
+
+
+def rows_without_wall_time(job_dir):
+    with open(job_dir / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
+
+
+def start(args, cwd):
+    return subprocess.Popen([sys.executable, "-m", "vae_repro.run", *args], cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_checkpoint(job_dir, process, timeout=120):
+    deadline = time.time() + timeout
+    while not (job_dir / "checkpoint.pt").exists():
+        assert process.poll() is None, process.stderr.read()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    time.sleep(0.5)  # let it train and evaluate past the checkpoint
+
+
+@pytest.fixture(scope="module")
+def reference(data_root, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("reference")
+    result = run_cli([f"data.root={data_root}", *LONG, "hydra.run.dir=job"], cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd / "job"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_and_resumed_run_equals_uninterrupted_run(sig, reference, data_root, tmp_path):
+    args = [f"data.root={data_root}", *LONG, "hydra.run.dir=job"]
+    job = tmp_path / "job"
+    process = start(args, tmp_path)
+    wait_for_checkpoint(job, process)
+    process.send_signal(sig)
+    process.wait(timeout=60)
+    assert process.returncode == -sig
+    summary = json.loads((job / "summary.json").read_text())
+    assert 0 < summary["samples"] < 100_000
+    if sig == signal.SIGTERM:  # a polite stop checkpoints where it stands
+        assert summary["status"] == "interrupted" and "run the same command" in summary["message"]
+        checkpoint = torch.load(job / "checkpoint.pt", weights_only=False)
+        assert checkpoint["state"]["samples"] == summary["samples"]
+
+    result = run_cli(args, tmp_path)  # the same command again
+    assert result.returncode == 0, result.stderr
+    assert rows_without_wall_time(job) == rows_without_wall_time(reference)
+    resumed = torch.load(job / "model.pt", weights_only=False)["state_dict"]
+    uninterrupted = torch.load(reference / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    assert json.loads((job / "summary.json").read_text())["status"] == "completed"
+
+
+def test_resume_refuses_other_settings(reference, data_root, tmp_path):
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "checkpoint.pt").write_bytes((reference / "checkpoint.pt").read_bytes())
+    result = run_cli([f"data.root={data_root}", *LONG, "latent_dim=7", "hydra.run.dir=job"], tmp_path)
+    assert result.returncode != 0
+    assert "holds a run with other settings (latent_dim)" in result.stderr
