@@ -1,6 +1,5 @@
 """Small synthetic MNIST-format data, so that no test needs the network or the real files."""
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -8,14 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from vae_repro.data import write_idx
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    magic = 0x803 if array.ndim == 3 else 0x801
-    with open(path, "wb") as f:
-        f.write(struct.pack(f">{array.ndim + 1}I", magic, *array.shape))
-        f.write(array.astype(np.uint8).tobytes())
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

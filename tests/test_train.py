@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vae_repro.config import Config, DataConfig, TrainConfig
-from vae_repro.data import load_dataset
+from vae_repro.data import load_dataset, to_unit_interval
 from vae_repro.train import METRIC_COLUMNS, Diverged, load_run, train
 
 
@@ -46,7 +46,7 @@ def test_load_run_gives_back_config_and_trained_model(data_root, tmp_path):
     saved = torch.load(tmp_path / "model.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
     _, test_x = load_dataset("mnist", data_root, download=False)
-    log_px, kl = model(test_x[:5], torch.zeros(1, 5, cfg.latent_dim))
+    log_px, kl = model(to_unit_interval(test_x[:5]), torch.zeros(1, 5, cfg.latent_dim))
     assert log_px.shape == kl.shape == (5,)
 
 

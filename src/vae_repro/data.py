@@ -1,7 +1,7 @@
-"""MNIST and Fashion-MNIST as two float tensors, parsed by torchvision.
+"""MNIST and Fashion-MNIST as two uint8 tensors, parsed by torchvision.
 
-The whole dataset is held as one [N, 784] tensor (188 MB as float32 for MNIST's 60k
-training digits) so that a batch is a row gather, not 100 image decodes.
+The whole dataset is held as one [N, 784] uint8 tensor (47 MB for MNIST's 60k training
+digits) so that a batch is a row gather and a conversion, not 100 image decodes.
 """
 import contextlib
 import gzip
@@ -55,6 +55,14 @@ def check_idx_file(path: Path) -> None:
         raise DataError(f"{path}: images are {dims[1]}x{dims[2]}, expected 28x28")
 
 
+def write_idx(path: str | Path, array) -> None:
+    """Write a uint8 array of images [N, 28, 28] or labels [N] as an IDX file (for tests and benchmarks)."""
+    magic = IDX_MAGIC["images" if array.ndim == 3 else "labels"]
+    with open(path, "wb") as f:
+        f.write(struct.pack(f">{array.ndim + 1}I", magic, *array.shape))
+        f.write(bytes(array.astype("uint8").tobytes()))
+
+
 def _gunzip_missing(files: list[Path]) -> None:
     """Accept the .gz files as published: unpack any that lack their plain twin."""
     for path in files:
@@ -80,7 +88,7 @@ def _download(name: str, root: Path) -> None:
 
 
 def load_dataset(name: str, root: str | Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training and test images as float32 [N, 784] tensors with values in [0, 1]."""
+    """Training and test images as uint8 [N, 784] tensors (grey levels 0..255)."""
     if name not in DATASETS:
         raise DataError(f"data.name={name}: unknown dataset, expected one of {', '.join(DATASETS)}")
     root = Path(root).resolve()
@@ -97,4 +105,9 @@ def load_dataset(name: str, root: str | Path, download: bool) -> tuple[torch.Ten
     for f in files:
         check_idx_file(f)
     splits = [DATASETS[name](str(root), train=train, download=False).data for train in (True, False)]
-    return tuple(x.reshape(len(x), -1).float().div_(255) for x in splits)
+    return tuple(x.reshape(len(x), -1) for x in splits)
+
+
+def to_unit_interval(images: torch.Tensor) -> torch.Tensor:
+    """uint8 grey levels to float32 in [0, 1], the Bernoulli means of p(x|z)."""
+    return images.float().div_(255)

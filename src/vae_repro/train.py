@@ -25,14 +25,14 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vae_repro.config import Config, ConfigError, check_config
-from vae_repro.data import load_dataset
+from vae_repro.data import load_dataset, to_unit_interval
 from vae_repro.model import VAE
 
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ["samples", "train_elbo", "train_log_px", "train_kl",
                   "test_elbo", "test_log_px", "test_kl", "wall_s"]
-EVAL_CHUNK = 10_000  # rows per forward pass in evaluation: large matmuls, bounded memory
+EVAL_CHUNK = 5_000  # rows per forward pass in evaluation: large matmuls, bounded memory
 STATIC_BINARIZE_SEED = 1234  # one binarized dataset shared by all seeds and runs
 # Keys that may change between a run and its resumption; any other change is refused.
 RESUMABLE_CHANGES = {"train.max_samples", "train.checkpoint_every", "train.progress"}
@@ -84,11 +84,12 @@ def train_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, ep
 
 @torch.inference_mode()
 def evaluate(model: VAE, x: torch.Tensor, mc_samples: int, seed: int, binarize_dynamic: bool) -> tuple[float, float, float]:
-    """Average ELBO, E[log p(x|z)] and KL over all of `x`, with a noise stream that is the same
+    """Average ELBO, E[log p(x|z)] and KL over all of the uint8 images `x`, with a noise stream that is the same
     at every call, so that successive points of a curve differ only by the training between them."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
     totals = torch.zeros(2, dtype=torch.float64, device=x.device)
     for chunk in x.split(EVAL_CHUNK):
+        chunk = to_unit_interval(chunk)
         if binarize_dynamic:
             chunk = torch.bernoulli(chunk, generator=gen)
         eps = torch.randn(mc_samples, len(chunk), model.latent_dim, generator=gen, device=x.device)
@@ -186,7 +187,7 @@ def _set_rng_states(gen: torch.Generator, states: dict) -> None:
 def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Train one VAE as `cfg` says, writing into `out_dir`; resume if a checkpoint is there.
 
-    `data` is (train, test) as float [N, 784] in [0, 1]; by default it is loaded as `cfg.data`
+    `data` is (train, test) as uint8 [N, 784] grey levels; by default it is loaded as `cfg.data`
     says. Returns the summary (also written to summary.json). Raises Diverged on a
     non-finite loss, after recording it in summary.json.
     """
@@ -198,7 +199,8 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
     binarize = str(cfg.data.binarize)
     if binarize == "static":
         gen = torch.Generator().manual_seed(STATIC_BINARIZE_SEED)
-        train_x, test_x = (torch.bernoulli(x, generator=gen) for x in (train_x, test_x))
+        train_x, test_x = (torch.bernoulli(to_unit_interval(x), generator=gen).mul_(255).to(torch.uint8)
+                           for x in (train_x, test_x))
     train_x, test_x = train_x.to(device), test_x.to(device)
 
     random.seed(cfg.seed)
@@ -259,7 +261,7 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
             while samples < schedule[-1] and stop.received is None:
                 if state["pos"] + batch > n_train:  # new epoch: new order, remainder dropped
                     state["perm"], state["pos"] = torch.randperm(n_train, generator=gen, device=device), 0
-                x = train_x[state["perm"][state["pos"]:state["pos"] + batch]]
+                x = to_unit_interval(train_x[state["perm"][state["pos"]:state["pos"] + batch]])
                 state["pos"] += batch
                 if dynamic:
                     x = torch.bernoulli(x, generator=gen)

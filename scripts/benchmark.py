@@ -1,0 +1,253 @@
+"""Times the project's training path against a textbook PyTorch VAE loop, in one process.
+
+    python scripts/benchmark.py [--data-root DIR] [--dataset mnist] [--device cpu|cuda]
+
+Measures, on the same data and machine, one after the other:
+  matmul     a large fp32 matmul, the machine's practical peak
+  textbook   torchvision dataset with a per-image ToTensor, DataLoader(batch 100), an nn.Module
+             VAE, Adagrad, full train+test evaluation every 1e5 samples
+  project    vae_repro.train's step on the dataset held as one tensor, and its evaluation
+  job        one real `python -m vae_repro.run` job in a subprocess, for its peak memory
+  curve      both loops trained for --curve-samples with the same settings, ELBO side by side
+and prints a table. Without MNIST files under --data-root it makes random full-size IDX files.
+"""
+import argparse
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vae_repro.data import DATASETS, idx_files, load_dataset, to_unit_interval, write_idx
+from vae_repro.model import VAE
+from vae_repro.train import eval_schedule, evaluate, make_optimizer, train_step
+
+LATENT, HIDDEN, INPUT, BATCH, LR, WEIGHT_DECAY = 20, 500, 784, 100, 0.02, 1 / 60000
+TEXTBOOK_EVAL_EVERY = 100_000
+PAPER_SAMPLES = 100_000_000
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(device, size=2048, seconds=2.0):
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    sync(device)
+    return 2 * size ** 3 * n / (time.perf_counter() - start) / 1e9
+
+
+class TextbookVAE(nn.Module):
+    """The VAE as tutorials write it (pytorch/examples vae/main.py), with the paper's sizes and init."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc21, self.fc22 = nn.Linear(INPUT, HIDDEN), nn.Linear(HIDDEN, LATENT), nn.Linear(HIDDEN, LATENT)
+        self.fc3, self.fc4 = nn.Linear(LATENT, HIDDEN), nn.Linear(HIDDEN, INPUT)
+        for layer in (self.fc1, self.fc21, self.fc22, self.fc3, self.fc4):
+            nn.init.normal_(layer.weight, 0, 0.01)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x):
+        h = torch.tanh(self.fc1(x.view(-1, INPUT)))
+        mu, logvar = self.fc21(h), self.fc22(h)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(torch.tanh(self.fc3(z)))), mu, logvar
+
+
+def textbook_loss(recon, mu, logvar, x):
+    bce = F.binary_cross_entropy(recon, x.view(-1, INPUT), reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+class Textbook:
+    def __init__(self, dataset_cls, root, device):
+        transform = torchvision.transforms.ToTensor()
+        self.train_set = dataset_cls(root, train=True, download=False, transform=transform)
+        self.test_set = dataset_cls(root, train=False, download=False, transform=transform)
+        self.loader = DataLoader(self.train_set, batch_size=BATCH, shuffle=True)
+        self.device = device
+        torch.manual_seed(0)
+        self.model = TextbookVAE().to(device)
+        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+
+    def train(self, samples):
+        seen, train_loss = 0, 0.0
+        while seen < samples:
+            for x, _ in self.loader:
+                x = x.to(self.device)
+                self.optimizer.zero_grad()
+                loss = textbook_loss(*self.model(x), x) / len(x)
+                loss.backward()
+                train_loss += loss.item()
+                self.optimizer.step()
+                seen += len(x)
+                if seen >= samples:
+                    break
+
+    def evaluate(self):
+        elbos = []
+        with torch.no_grad():
+            for dataset in (self.train_set, self.test_set):
+                total = 0.0
+                for x, _ in DataLoader(dataset, batch_size=BATCH):
+                    x = x.to(self.device)
+                    total -= textbook_loss(*self.model(x), x).item()
+                elbos.append(total / len(dataset))
+        return elbos
+
+
+class Project:
+    def __init__(self, train_x, test_x, device):
+        self.train_x, self.test_x, self.device = train_x.to(device), test_x.to(device), device
+        torch.manual_seed(0)
+        self.model = VAE(INPUT, HIDDEN, LATENT).to(device)
+        self.optimizer = make_optimizer(self.model, LR, WEIGHT_DECAY)
+        self.gen = torch.Generator(device=device).manual_seed(0)
+        self.perm, self.pos = None, len(train_x)
+
+    def train(self, samples):
+        for _ in range(samples // BATCH):
+            if self.pos + BATCH > len(self.train_x):
+                self.perm, self.pos = torch.randperm(len(self.train_x), generator=self.gen, device=self.device), 0
+            x = to_unit_interval(self.train_x[self.perm[self.pos:self.pos + BATCH]])
+            self.pos += BATCH
+            train_step(self.model, self.optimizer, x,
+                       torch.randn(1, BATCH, LATENT, generator=self.gen, device=self.device))
+        sync(self.device)
+
+    def evaluate(self):
+        return [evaluate(self.model, x, 1, seed=1, binarize_dynamic=False)[0] for x in (self.train_x, self.test_x)]
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return time.perf_counter() - start, result
+
+
+def job_peak_memory_mib(dataset, root):
+    """Peak memory of one real training job with evaluation, as the runner starts it: peak RSS,
+    and peak private memory (RSS less the pages of shared libraries, sampled every 5 ms)."""
+    with tempfile.TemporaryDirectory() as out:
+        job = subprocess.Popen([sys.executable, "-m", "vae_repro.run", f"data={dataset}", f"data.root={root}",
+                                "data.download=false", "device=cpu", "train.max_samples=3e4",
+                                "train.progress=false", f"hydra.run.dir={out}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        peak_rss = peak_private = 0
+        while job.poll() is None:
+            try:
+                status = dict(line.split(":", 1) for line in Path(f"/proc/{job.pid}/status").read_text().splitlines())
+            except (OSError, ValueError):
+                break
+            peak_rss = max(peak_rss, int(status.get("VmHWM", "0").split()[0]))
+            peak_private = max(peak_private, int(status.get("RssAnon", "0").split()[0]))
+            time.sleep(0.005)
+        if job.wait() != 0:
+            raise RuntimeError("the benchmark's training job failed")
+    return peak_rss / 1024, peak_private / 1024
+
+
+def synthetic_root(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 60_000), ("t10k", 10_000)):
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    return root
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", type=Path, default=Path("data"))
+    parser.add_argument("--dataset", choices=list(DATASETS), default="mnist")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--textbook-samples", type=int, default=10_000, help="per round")
+    parser.add_argument("--project-samples", type=int, default=30_000, help="per round")
+    parser.add_argument("--curve-samples", type=int, default=100_000, help="0 skips the side-by-side curve")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root, dataset = args.data_root.resolve(), args.dataset
+        if not all(f.exists() for f in idx_files(dataset, root)):
+            root, dataset = synthetic_root(Path(tmp)), "mnist"
+            print(f"no {args.dataset} files under {args.data_root}: using random full-size synthetic data")
+        print(f"data: {dataset} under {root}; device: {device}; torch threads: {torch.get_num_threads()}")
+        train_x, test_x = load_dataset(dataset, root, download=False)
+
+        textbook, project = Textbook(DATASETS[dataset], root, device), Project(train_x, test_x, device)
+        textbook.train(2 * BATCH)  # warm-up
+        project.train(10 * BATCH)
+        # Rounds taken in turn, best of each kept: this machine's speed drifts with its neighbours.
+        gflops, tb_train_s, pr_train_s = 0.0, math.inf, math.inf
+        for _ in range(args.rounds):
+            gflops = max(gflops, matmul_gflops(device))
+            tb_train_s = min(tb_train_s, timed(textbook.train, args.textbook_samples)[0])
+            pr_train_s = min(pr_train_s, timed(project.train, args.project_samples)[0])
+        tb_eval_s, _ = timed(textbook.evaluate)
+        pr_eval_s = min(timed(project.evaluate)[0] for _ in range(2))
+        peak_rss, peak_private = job_peak_memory_mib(dataset, root) if device.type == "cpu" else (math.nan,) * 2
+
+        tb_rate, pr_rate = args.textbook_samples / tb_train_s, args.project_samples / pr_train_s
+        # End to end: training plus each loop's evaluation policy, per sample.
+        tb_e2e = 1 / (1 / tb_rate + tb_eval_s / TEXTBOOK_EVAL_EVERY)
+        n_evals = len(eval_schedule(10_000, 5, PAPER_SAMPLES, BATCH))
+        pr_paper_s = PAPER_SAMPLES / pr_rate + n_evals * pr_eval_s
+        pr_e2e = PAPER_SAMPLES / pr_paper_s
+        flops_per_sample = 3 * 2 * (INPUT * HIDDEN + HIDDEN * 2 * LATENT + LATENT * HIDDEN + HIDDEN * INPUT)
+        utilization = pr_rate * flops_per_sample / 1e9 / gflops
+
+        print()
+        print(f"{'':34}{'samples/s':>12}")
+        print(f"{'textbook loop, training only':34}{tb_rate:12,.0f}")
+        print(f"{'textbook loop, with its eval':34}{tb_e2e:12,.0f}   (full eval every 1e5 samples: {tb_eval_s:.2f} s)")
+        print(f"{'project step, training only':34}{pr_rate:12,.0f}")
+        print(f"{'project, with its eval schedule':34}{pr_e2e:12,.0f}   ({n_evals} evals to 1e8 samples: {pr_eval_s:.2f} s each)")
+        print()
+        print(f"speed-up, end to end:               {pr_e2e / tb_e2e:6.2f}x")
+        print(f"speed-up, training step only:       {pr_rate / tb_rate:6.2f}x")
+        print(f"large matmul ({device.type}):           {gflops:8.1f} GFLOP/s")
+        print(f"project step:                       {pr_rate * flops_per_sample / 1e9:8.1f} GFLOP/s "
+              f"({flops_per_sample / 1e6:.2f} MFLOP per sample)")
+        print(f"FLOP utilization of the step:       {100 * utilization:6.1f} %")
+        print(f"evaluation share of a 1e8 run:      {100 * n_evals * pr_eval_s / pr_paper_s:6.2f} %")
+        print(f"paper-length run (1e8 samples):     {pr_paper_s / 3600:6.2f} h per model")
+        print(f"peak memory of one job:             {peak_private:6.0f} MiB private, {peak_rss:.0f} MiB RSS "
+              "with shared libraries")
+
+        if args.curve_samples:
+            print(f"\nELBO after the same training (N_z={LATENT}, lr={LR}, batch {BATCH}), train / test:")
+            textbook, project = Textbook(DATASETS[dataset], root, device), Project(train_x, test_x, device)
+            points = eval_schedule(10_000, 2, args.curve_samples, BATCH)
+            seen = 0
+            print(f"{'samples':>10}{'textbook':>22}{'project':>22}")
+            for point in points:
+                textbook.train(point - seen)
+                project.train(point - seen)
+                seen = point
+                (tb_tr, tb_te), (pr_tr, pr_te) = textbook.evaluate(), project.evaluate()
+                print(f"{point:>10,}{tb_tr:>11.2f}{tb_te:>11.2f}{pr_tr:>11.2f}{pr_te:>11.2f}")
+    return 0 if math.isfinite(pr_rate) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
