@@ -198,8 +198,8 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
     train_x, test_x = data if data is not None else load_dataset(str(cfg.data.name), cfg.data.root, cfg.data.download)
     binarize = str(cfg.data.binarize)
     if binarize == "static":
-        gen = torch.Generator().manual_seed(STATIC_BINARIZE_SEED)
-        train_x, test_x = (torch.bernoulli(to_unit_interval(x), generator=gen).mul_(255).to(torch.uint8)
+        binarize_gen = torch.Generator().manual_seed(STATIC_BINARIZE_SEED)
+        train_x, test_x = (torch.bernoulli(to_unit_interval(x), generator=binarize_gen).mul_(255).to(torch.uint8)
                            for x in (train_x, test_x))
     train_x, test_x = train_x.to(device), test_x.to(device)
 
@@ -224,7 +224,7 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
     ckpt_path = out / "checkpoint.pt"
     state = {"samples": 0, "steps": 0, "wall_s": 0.0, "rows": 0, "perm": None, "pos": n_train, "last": {}}
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
         changed = [k for k in _changed_keys(ckpt["config"], settings) if k not in RESUMABLE_CHANGES]
         if changed:
             raise ConfigError(f"{out} holds a run with other settings ({', '.join(sorted(changed))}); "
@@ -233,6 +233,8 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
         optimizer.load_state_dict(ckpt["optimizer"])
         _set_rng_states(gen, ckpt["rng"])
         state = ckpt["state"]
+        if state["perm"] is not None:
+            state["perm"] = state["perm"].to(device)
         log.info("resuming from %s at %d samples", ckpt_path, state["samples"])
     metrics = MetricsLog(out / "metrics.csv", keep_rows=state["rows"])
 
@@ -305,8 +307,8 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
                 log.warning(message)
                 return summary("interrupted", message)
             save_checkpoint()
-            torch.save({"config": settings, "input_dim": train_x.shape[1], "state_dict": model.state_dict()},
-                       out / "model.pt")
+            _save_atomic({"config": settings, "input_dim": train_x.shape[1], "state_dict": model.state_dict()},
+                         out / "model.pt")
             return summary("completed")
     finally:
         bar.close()
