@@ -57,19 +57,18 @@ def read_runs(dirs: list[Path]) -> pd.DataFrame:
 
 
 def plot(rows: pd.DataFrame) -> plt.Figure:
-    latent_dims = sorted(rows["latent_dim"].unique())
-    fig, axes = plt.subplots(1, len(latent_dims), figsize=(3.2 * len(latent_dims), 3.4), sharey=True,
-                             squeeze=False)
-    for ax, latent_dim in zip(axes[0], latent_dims):
-        panel = rows[rows["latent_dim"] == latent_dim]
+    """One panel per dataset and N_z, in increasing N_z."""
+    panels = sorted(rows.groupby(["dataset", "latent_dim"]).groups)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), sharey=True, squeeze=False)
+    for ax, (dataset, latent_dim) in zip(axes[0], panels):
+        panel = rows[(rows["dataset"] == dataset) & (rows["latent_dim"] == latent_dim)]
         for column, style, label in (("train_elbo", "-", "AEVB (train)"), ("test_elbo", "--", "AEVB (test)")):
             stats = panel.groupby("samples")[column].agg(["mean", "min", "max"])
             (line,) = ax.plot(stats.index, stats["mean"], style, color="tab:red", label=label)
             if panel["run"].nunique() > 1:
                 ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2,
                                 linewidth=0)
-        dataset = DATASET_TITLES.get(panel["dataset"].iloc[0], panel["dataset"].iloc[0])
-        ax.set_title(f"{dataset}, $N_z$ = {latent_dim}")
+        ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}, $N_z$ = {latent_dim}")
         ax.set_xscale("log")
         ax.set_xlabel("# training samples evaluated")
         ax.grid(True, which="major", alpha=0.3)
