@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from vae_repro.model import VAE
@@ -48,3 +49,23 @@ def test_initialisation_and_prior_cover_the_weight_matrices_only():
     assert {tuple(w.shape) for w in model.weights()} == {(500, 784), (40, 500), (500, 20), (784, 500)}
     assert abs(model.enc_hidden.weight.std().item() - 0.01) < 1e-4
     assert all((p == 0).all() for name, p in model.named_parameters() if name.endswith("bias"))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "softplus", "relu"])
+@pytest.mark.parametrize("mc_samples", [1, 3])
+def test_hand_written_backward_equals_autograd(activation, mc_samples):
+    torch.manual_seed(0)
+    model = VAE(input_dim=12, hidden_size=7, latent_dim=4, activation=activation, init_std=0.5).double()
+    x = torch.rand(5, 12, dtype=torch.float64)
+    eps = torch.randn(mc_samples, 5, 4, dtype=torch.float64)
+
+    log_px, kl = model(x, eps)
+    expected_loss = (kl - log_px).mean()
+    expected_loss.backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+
+    loss = model.negative_elbo_backward(x, eps)
+    assert torch.allclose(loss, expected_loss, rtol=1e-12, atol=0)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, expected[name], rtol=1e-9, atol=1e-12), name

@@ -6,6 +6,7 @@ digits) so that a batch is a row gather and a conversion, not 100 image decodes.
 import contextlib
 import gzip
 import io
+import math
 import shutil
 import struct
 from pathlib import Path
@@ -33,9 +34,9 @@ def idx_files(name: str, root: str | Path) -> list[Path]:
 def check_idx_file(path: Path) -> None:
     """Fail with a clear message on a wrong magic number or a size that disagrees with the header."""
     kind = "images" if "images" in path.name else "labels"
-    with open(path, "rb") as f:
-        head = f.read(16 if kind == "images" else 8)
     ndim = 3 if kind == "images" else 1
+    with open(path, "rb") as f:
+        head = f.read(4 * (ndim + 1))  # magic number, then one size per dimension
     if len(head) < 4 * (ndim + 1):
         raise DataError(f"{path}: truncated IDX file ({len(head)} bytes); delete it and provide it again")
     magic, *dims = struct.unpack(f">{ndim + 1}I", head)
@@ -44,7 +45,7 @@ def check_idx_file(path: Path) -> None:
             f"{path}: wrong IDX magic number {magic:#010x}, expected {IDX_MAGIC[kind]:#010x} for {kind}; "
             "delete it and provide it again"
         )
-    expected = len(head) + (dims[0] * dims[1] * dims[2] if kind == "images" else dims[0])
+    expected = len(head) + math.prod(dims)
     size = path.stat().st_size
     if size != expected:
         raise DataError(

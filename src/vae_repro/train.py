@@ -74,12 +74,9 @@ def make_optimizer(model: VAE, lr: float, weight_decay: float) -> torch.optim.Ad
 
 def train_step(model: VAE, optimizer: torch.optim.Optimizer, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """One Adagrad step on the negative ELBO averaged over the batch; returns the loss, still on device."""
-    log_px, kl = model(x, eps)
-    loss = (kl - log_px).mean()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss = model.negative_elbo_backward(x, eps)
     optimizer.step()
-    return loss.detach()
+    return loss
 
 
 @torch.inference_mode()
