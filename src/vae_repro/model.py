@@ -55,21 +55,21 @@ class VAE(nn.Module):
         The backward pass is written out by hand: at batch 100 on a CPU, autograd's bookkeeping
         costs about a fifth of the step. tests/test_model.py checks it against autograd.
         """
-        n_z, batch = eps.shape[0], x.shape[0]
+        n_samples, batch = eps.shape[0], x.shape[0]
         h_enc = self.act(torch.addmm(self.enc_hidden.bias, x, self.enc_hidden.weight.t()))
         mean, logvar = torch.addmm(self.enc_out.bias, h_enc, self.enc_out.weight.t()).chunk(2, dim=-1)
         std = torch.exp(0.5 * logvar)
-        z = (mean + std * eps).view(n_z * batch, -1)
+        z = (mean + std * eps).view(n_samples * batch, -1)
         h_dec = self.act(torch.addmm(self.dec_hidden.bias, z, self.dec_hidden.weight.t()))
         logits = torch.addmm(self.dec_out.bias, h_dec, self.dec_out.weight.t())
-        xs = x.repeat(n_z, 1) if n_z > 1 else x
-        loss = (F.binary_cross_entropy_with_logits(logits, xs, reduction="sum") / (n_z * batch)
+        xs = x.repeat(n_samples, 1) if n_samples > 1 else x
+        loss = (F.binary_cross_entropy_with_logits(logits, xs, reduction="sum") / (n_samples * batch)
                 + 0.5 * (mean.square() + std.square() - 1.0 - logvar).sum() / batch)
 
         # Gradients with respect to each layer's pre-activation, from the output back.
-        d_logits = torch.sigmoid(logits).sub_(xs).div_(n_z * batch)
+        d_logits = torch.sigmoid(logits).sub_(xs).div_(n_samples * batch)
         d_dec_hidden = d_logits.mm(self.dec_out.weight).mul_(self.act_grad(h_dec))
-        d_z = d_dec_hidden.mm(self.dec_hidden.weight).view(n_z, batch, -1)
+        d_z = d_dec_hidden.mm(self.dec_hidden.weight).view(n_samples, batch, -1)
         d_mean = d_z.sum(0) + mean / batch
         d_logvar = (d_z * eps).sum(0) * (0.5 * std) + (std.square() - 1.0) * (0.5 / batch)
         d_enc_out = torch.cat([d_mean, d_logvar], dim=-1)
