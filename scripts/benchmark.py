@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader
 
 from vae_repro.data import DATASETS, idx_files, load_dataset, to_unit_interval, write_idx
 from vae_repro.model import VAE
-from vae_repro.train import eval_schedule, evaluate, make_optimizer, train_step
+from vae_repro.config import ConfigError
+from vae_repro.train import eval_schedule, evaluate, make_optimizer, resolve_device, train_step
 
 LATENT, HIDDEN, INPUT, BATCH, LR, WEIGHT_DECAY = 20, 500, 784, 100, 0.02, 1 / 60000
 TEXTBOOK_EVAL_EVERY = 100_000
@@ -184,7 +185,11 @@ def main():
     parser.add_argument("--project-samples", type=int, default=30_000, help="per round")
     parser.add_argument("--curve-samples", type=int, default=100_000, help="0 skips the side-by-side curve")
     args = parser.parse_args()
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     with tempfile.TemporaryDirectory() as tmp:
         root, dataset = args.data_root.resolve(), args.dataset

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import QUICK, REPO, make_mnist_root, run_cli
 
 PLOT = [sys.executable, str(REPO / "scripts" / "plot_fig2.py")]
@@ -147,6 +148,7 @@ def test_corrupt_idx_file(how, message, tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_requested_without_cuda(data_root, tmp_path):
     result = run_cli([f"data.root={data_root}", *QUICK, "device=cuda"], tmp_path)
     assert result.returncode == 2
