@@ -74,3 +74,33 @@ def test_resume_refuses_other_settings(reference, data_root, tmp_path):
     result = run_cli([f"data.root={data_root}", *LONG, "latent_dim=7", "hydra.run.dir=job"], tmp_path)
     assert result.returncode != 0
     assert "holds a run with other settings (latent_dim)" in result.stderr
+
+
+HANDED_ON = """
+import signal, sys
+from pathlib import Path
+
+def requeue(signum, frame):  # stands for submitit's handler, which requeues the job and exits
+    Path(sys.argv[2], "handed_on").write_text(signal.Signals(signum).name)
+    sys.exit(3)
+
+signal.signal(signal.SIGUSR2, requeue)
+from vae_repro.config import Config, DataConfig, TrainConfig
+from vae_repro.train import train
+train(Config(device="cpu", data=DataConfig(root=sys.argv[1], download=False),
+             train=TrainConfig(max_samples=1e6, eval_start=1000, checkpoint_every=1e4, progress=False)), sys.argv[2])
+"""
+
+
+def test_slurm_warning_signal_checkpoints_then_reaches_the_previous_handler(data_root, tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", HANDED_ON, str(data_root), str(tmp_path)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_checkpoint(tmp_path, process)
+    process.send_signal(signal.SIGUSR2)
+    process.wait(timeout=60)
+    assert process.returncode == 3, process.stderr.read()
+    assert (tmp_path / "handed_on").read_text() == "SIGUSR2"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert checkpoint["state"]["samples"] == summary["samples"] > 10_000

@@ -132,7 +132,8 @@ class StopSignals:
         return self
 
     def _handle(self, signum, frame):
-        self.received = signum
+        if self.received is None:  # the first one decides: SLURM may follow submitit's SIGUSR2 with SIGTERM
+            self.received = signum
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
