@@ -9,6 +9,8 @@ import torch
 from conftest import QUICK, REPO, make_mnist_root, run_cli
 
 PLOT = [sys.executable, str(REPO / "scripts" / "plot_fig2.py")]
+sys.path.insert(0, str(REPO / "scripts"))
+import plot_fig2  # noqa: E402
 
 
 def metrics(job_dir):
@@ -40,9 +42,6 @@ def test_sweep_over_two_latent_sizes_writes_two_curves(sweep_dir):
 
 
 def test_plot_script_draws_one_panel_per_latent_size(sweep_dir, tmp_path):
-    sys.path.insert(0, str(REPO / "scripts"))
-    import plot_fig2
-
     fig = plot_fig2.plot(plot_fig2.read_runs([sweep_dir]))
     assert [ax.get_title() for ax in fig.axes] == ["MNIST, $N_z$ = 2", "MNIST, $N_z$ = 5"]
     assert all(ax.get_xscale() == "log" for ax in fig.axes)
@@ -63,9 +62,6 @@ def test_plot_ignores_a_half_written_last_row(sweep_dir, tmp_path):
     (job / "metrics.csv").write_text(text + "3100,-180.5,-17")  # a row cut off mid-write
     result = subprocess.run([*PLOT, str(job), "--out", str(tmp_path / "f.png")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    sys.path.insert(0, str(REPO / "scripts"))
-    import plot_fig2
-
     assert len(plot_fig2.read_runs([job])) == len(metrics(sweep_dir / "0"))
 
 
