@@ -51,8 +51,11 @@ def read_runs(dirs: list[Path]) -> pd.DataFrame:
                 raise PlotError(f"{path.parent}: no .hydra/config.yaml to read N_z from")
             config = OmegaConf.load(config_path)
             frame = read_metrics(path)
-            frames.append(frame.assign(run=str(path.parent), latent_dim=int(config.latent_dim),
-                                       dataset=str(config.data.name)))
+            if len(frame):  # a job that has not reached its first evaluation has no rows yet
+                frames.append(frame.assign(run=str(path.parent), latent_dim=int(config.latent_dim),
+                                           dataset=str(config.data.name)))
+    if not frames:
+        raise PlotError(f"no evaluated rows yet in the metrics.csv files below {', '.join(map(str, dirs))}")
     return pd.concat(frames, ignore_index=True)
 
 

@@ -80,6 +80,11 @@ def test_plot_errors(sweep_dir, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {job / 'metrics.csv'}: missing column(s) test_elbo"
 
+    (job / "metrics.csv").write_text("samples,train_elbo,test_elbo\n")  # started, not yet evaluated
+    result = subprocess.run([*PLOT, str(job)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: no evaluated rows yet in the metrics.csv files below {job}"
+
 
 def corrupt_root(tmp_path, how):
     root = make_mnist_root(tmp_path / "corrupt")
