@@ -61,7 +61,7 @@ def write_idx(path: str | Path, array) -> None:
     magic = IDX_MAGIC["images" if array.ndim == 3 else "labels"]
     with open(path, "wb") as f:
         f.write(struct.pack(f">{array.ndim + 1}I", magic, *array.shape))
-        f.write(bytes(array.astype("uint8").tobytes()))
+        f.write(array.astype("uint8").tobytes())
 
 
 def _gunzip_missing(files: list[Path]) -> None:
