@@ -6,7 +6,8 @@ Measures, on the same data and machine, one after the other:
   matmul     a large fp32 matmul, the machine's practical peak
   textbook   torchvision dataset with a per-image ToTensor, DataLoader(batch 100), an nn.Module
              VAE, Adagrad, full train+test evaluation every 1e5 samples
-  project    vae_repro.train's step on the dataset held as one tensor, and its evaluation
+  project    vae_repro.train's job on the dataset held as one tensor: its AEVB step, its
+             wake-sleep step, and its evaluation
   job        one real `python -m vae_repro.run` job in a subprocess, for its peak memory
   curve      both loops trained for --curve-samples with the same settings, ELBO side by side
 and prints a table. Without MNIST files under --data-root it makes random full-size IDX files.
@@ -26,10 +27,10 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vae_repro.data import DATASETS, idx_files, load_dataset, to_unit_interval, write_idx
-from vae_repro.model import VAE
-from vae_repro.config import ConfigError
-from vae_repro.train import eval_schedule, evaluate, make_optimizer, resolve_device, train_step
+from vae_repro.config import AlgorithmConfig, Config, ConfigError, ModelConfig, OptimizerConfig
+from vae_repro.data import DATASETS, DataError, load_dataset, write_idx
+from vae_repro.metrics import eval_schedule, evaluate
+from vae_repro.train import Job, resolve_device
 
 LATENT, HIDDEN, INPUT, BATCH, LR, WEIGHT_DECAY = 20, 500, 784, 100, 0.02, 1 / 60000
 TEXTBOOK_EVAL_EVERY = 100_000
@@ -115,26 +116,22 @@ class Textbook:
 
 
 class Project:
-    def __init__(self, train_x, test_x, device):
-        self.train_x, self.test_x, self.device = train_x.to(device), test_x.to(device), device
-        torch.manual_seed(0)
-        self.model = VAE(INPUT, HIDDEN, LATENT).to(device)
-        self.optimizer = make_optimizer(self.model, LR, WEIGHT_DECAY)
-        self.gen = torch.Generator(device=device).manual_seed(0)
-        self.perm, self.pos = None, len(train_x)
+    """This project's job, driven step by step: its batches, its step function, its evaluation."""
+
+    def __init__(self, train_x, test_x, device, algorithm="aevb"):
+        cfg = Config(latent_dim=LATENT, seed=0, device=device.type, algorithm=AlgorithmConfig(algorithm),
+                     model=ModelConfig(hidden_size=HIDDEN), optimizer=OptimizerConfig(lr=LR, weight_decay=WEIGHT_DECAY))
+        self.job = Job(cfg, Path(tempfile.mkdtemp()), data=(train_x, test_x))
 
     def train(self, samples):
+        job = self.job
         for _ in range(samples // BATCH):
-            if self.pos + BATCH > len(self.train_x):
-                self.perm, self.pos = torch.randperm(len(self.train_x), generator=self.gen, device=self.device), 0
-            x = to_unit_interval(self.train_x[self.perm[self.pos:self.pos + BATCH]])
-            self.pos += BATCH
-            train_step(self.model, self.optimizer, x,
-                       torch.randn(1, BATCH, LATENT, generator=self.gen, device=self.device))
-        sync(self.device)
+            job.step(job.next_batch(), job.gen)
+        sync(job.device)
 
     def evaluate(self):
-        return [evaluate(self.model, x, 1, seed=1, binarize_dynamic=False)[0] for x in (self.train_x, self.test_x)]
+        return [evaluate(self.job.model, x, 1, seed=1, binarize_dynamic=False)[0]
+                for x in (self.job.train_x, self.job.test_x)]
 
 
 def timed(fn, *args):
@@ -182,7 +179,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--textbook-samples", type=int, default=10_000, help="per round")
-    parser.add_argument("--project-samples", type=int, default=30_000, help="per round")
+    parser.add_argument("--project-samples", type=int, default=30_000, help="per round, for each algorithm")
     parser.add_argument("--curve-samples", type=int, default=100_000, help="0 skips the side-by-side curve")
     args = parser.parse_args()
     try:
@@ -193,26 +190,33 @@ def main():
 
     with tempfile.TemporaryDirectory() as tmp:
         root, dataset = args.data_root.resolve(), args.dataset
-        if not all(f.exists() for f in idx_files(dataset, root)):
+        try:
+            train_x, test_x = load_dataset(dataset, root, download=False)
+        except DataError:
             root, dataset = synthetic_root(Path(tmp)), "mnist"
             print(f"no {args.dataset} files under {args.data_root}: using random full-size synthetic data")
+            train_x, test_x = load_dataset(dataset, root, download=False)
         print(f"data: {dataset} under {root}; device: {device}; torch threads: {torch.get_num_threads()}")
-        train_x, test_x = load_dataset(dataset, root, download=False)
 
         textbook, project = Textbook(DATASETS[dataset], root, device), Project(train_x, test_x, device)
+        wake_sleep = Project(train_x, test_x, device, "wake_sleep")
         textbook.train(2 * BATCH)  # warm-up
         project.train(10 * BATCH)
+        wake_sleep.train(10 * BATCH)
         # Rounds taken in turn, best of each kept: this machine's speed drifts with its neighbours.
-        gflops, tb_train_s, pr_train_s = 0.0, math.inf, math.inf
+        gflops, tb_train_s, pr_train_s, ws_train_s = 0.0, math.inf, math.inf, math.inf
+        window = args.project_samples // 3
         for _ in range(args.rounds):
             gflops = max(gflops, matmul_gflops(device))
             tb_train_s = min(tb_train_s, timed(textbook.train, args.textbook_samples)[0])
-            pr_train_s = min(pr_train_s, timed(project.train, args.project_samples)[0])
+            for _ in range(3):  # short windows in turn, so that both steps meet the same neighbours
+                pr_train_s = min(pr_train_s, timed(project.train, window)[0])
+                ws_train_s = min(ws_train_s, timed(wake_sleep.train, window)[0])
         tb_eval_s, _ = timed(textbook.evaluate)
         pr_eval_s = min(timed(project.evaluate)[0] for _ in range(2))
         peak_rss, peak_private = job_peak_memory_mib(dataset, root) if device.type == "cpu" else (math.nan,) * 2
 
-        tb_rate, pr_rate = args.textbook_samples / tb_train_s, args.project_samples / pr_train_s
+        tb_rate, pr_rate, ws_rate = args.textbook_samples / tb_train_s, window / pr_train_s, window / ws_train_s
         # End to end: training plus each loop's evaluation policy, per sample.
         tb_e2e = 1 / (1 / tb_rate + tb_eval_s / TEXTBOOK_EVAL_EVERY)
         n_evals = len(eval_schedule(10_000, 5, PAPER_SAMPLES, BATCH))
@@ -227,6 +231,7 @@ def main():
         print(f"{'textbook loop, with its eval':34}{tb_e2e:12,.0f}   (full eval every 1e5 samples: {tb_eval_s:.2f} s)")
         print(f"{'project step, training only':34}{pr_rate:12,.0f}")
         print(f"{'project, with its eval schedule':34}{pr_e2e:12,.0f}   ({n_evals} evals to 1e8 samples: {pr_eval_s:.2f} s each)")
+        print(f"{'wake-sleep step, training only':34}{ws_rate:12,.0f}   ({ws_rate / pr_rate:.2f}x the AEVB step)")
         print()
         print(f"speed-up, end to end:               {pr_e2e / tb_e2e:6.2f}x")
         print(f"speed-up, training step only:       {pr_rate / tb_rate:6.2f}x")

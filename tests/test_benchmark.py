@@ -9,10 +9,11 @@ from conftest import REPO
 
 def test_benchmark_prints_its_table(data_root):
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--data-root", str(data_root),
-                             "--rounds", "1", "--textbook-samples", "200", "--project-samples", "1000",
+                             "--rounds", "1", "--textbook-samples", "200", "--project-samples", "3000",
                              "--curve-samples", "1000"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    for line in ("textbook loop, with its eval", "project, with its eval schedule", "speed-up, end to end:",
+    for line in ("textbook loop, with its eval", "project, with its eval schedule", "wake-sleep step, training only",
+                 "speed-up, end to end:",
                  "FLOP utilization of the step:", "evaluation share of a 1e8 run:", "peak memory of one job:"):
         assert line in result.stdout
     assert "4.88 MFLOP per sample" in result.stdout  # 3 x 2 x multiply-adds of the four layers at N_z = 20

@@ -4,9 +4,11 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 from conftest import QUICK, REPO, make_mnist_root, run_cli
+from omegaconf import OmegaConf
 
 PLOT = [sys.executable, str(REPO / "scripts" / "plot_fig2.py")]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -21,30 +23,38 @@ def metrics(job_dir):
 @pytest.fixture(scope="module")
 def sweep_dir(data_root, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("sweep")
-    result = run_cli(["-m", "latent_dim=2,5", f"data.root={data_root}", *QUICK, "hydra.sweep.dir=multirun"], cwd)
+    result = run_cli(["-m", "algorithm=aevb,wake_sleep", "latent_dim=2,5", f"data.root={data_root}", *QUICK,
+                      "hydra.sweep.dir=multirun"], cwd)
     assert result.returncode == 0, result.stderr
     return cwd / "multirun"
 
 
-def test_sweep_over_two_latent_sizes_writes_two_curves(sweep_dir):
+def test_sweep_over_two_algorithms_and_two_latent_sizes_writes_four_curves(sweep_dir):
     jobs = sorted(p.parent for p in sweep_dir.rglob("metrics.csv"))
-    assert len(jobs) == 2
-    for job, latent_dim in zip(jobs, (2, 5)):
+    assert len(jobs) == 4
+    for job, (algorithm, latent_dim) in zip(jobs, [("aevb", 2), ("aevb", 5), ("wake_sleep", 2), ("wake_sleep", 5)]):
         rows = metrics(job)
         assert {"samples", "train_elbo", "test_elbo", "wall_s", "train_kl", "test_log_px"} <= set(rows[0])
         samples = [int(r["samples"]) for r in rows]
         assert len(samples) >= 3 and samples == sorted(set(samples)) and samples[-1] == 3000
-        assert f"latent_dim: {latent_dim}" in (job / ".hydra" / "config.yaml").read_text()
+        config = (job / ".hydra" / "config.yaml").read_text()
+        assert f"latent_dim: {latent_dim}" in config and f"name: {algorithm}" in config
         summary = json.loads((job / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["latent_dim"] == latent_dim
+        assert summary["algorithm"] == algorithm
         assert summary["samples_per_s"] > 0 and summary["device"] == "cpu"
         assert (job / "model.pt").exists()
 
 
-def test_plot_script_draws_one_panel_per_latent_size(sweep_dir, tmp_path):
+def test_plot_script_draws_both_algorithms_in_each_panel(sweep_dir, tmp_path):
     fig = plot_fig2.plot(plot_fig2.read_runs([sweep_dir]))
     assert [ax.get_title() for ax in fig.axes] == ["MNIST, $N_z$ = 2", "MNIST, $N_z$ = 5"]
     assert all(ax.get_xscale() == "log" for ax in fig.axes)
+    for ax in fig.axes:
+        assert [line.get_label() for line in ax.get_lines()] == ["AEVB (train)", "AEVB (test)", "WS (train)", "WS (test)"]
+        assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--", "-", "--"]
+    assert [t.get_text() for t in fig.axes[-1].get_legend().get_texts()] == [
+        "AEVB (train)", "AEVB (test)", "WS (train)", "WS (test)"]
     low, high = fig.axes[0].get_ylim()
     assert low <= -150 and high >= -95
 
@@ -52,6 +62,31 @@ def test_plot_script_draws_one_panel_per_latent_size(sweep_dir, tmp_path):
     result = subprocess.run([*PLOT, str(sweep_dir), "--out", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def copy_job(src, dst, config_edits=None, elbo_shift=0.0):
+    """A copy of a finished job, its config edited and its ELBO columns shifted."""
+    (dst / ".hydra").mkdir(parents=True)
+    config = OmegaConf.load(src / ".hydra" / "config.yaml")
+    for key, value in (config_edits or {}).items():
+        OmegaConf.update(config, key, value)
+    OmegaConf.save(config, dst / ".hydra" / "config.yaml")
+    frame = pd.read_csv(src / "metrics.csv")
+    frame[["train_elbo", "test_elbo"]] += elbo_shift
+    frame.to_csv(dst / "metrics.csv", index=False)
+
+
+def test_plot_gives_each_dataset_a_row_with_its_own_range(sweep_dir, tmp_path):
+    copy_job(sweep_dir / "0", tmp_path / "fashion", {"data.name": "fashion_mnist"}, elbo_shift=10_000.0)
+    copy_job(sweep_dir / "2", tmp_path / "seed1", {"seed": 1}, elbo_shift=1.0)  # a second wake-sleep seed
+    fig = plot_fig2.plot(plot_fig2.read_runs([sweep_dir, tmp_path]))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["MNIST, $N_z$ = 2", "MNIST, $N_z$ = 5", "Fashion-MNIST, $N_z$ = 2"]
+    mnist, fashion = fig.axes[0].get_ylim(), fig.axes[2].get_ylim()
+    assert fig.axes[1].get_ylim() == mnist and mnist[0] <= -150 and mnist[1] >= -95
+    assert fashion[0] > mnist[1]  # its own range, far above MNIST's
+    assert [line.get_label() for line in fig.axes[2].get_lines()] == ["AEVB (train)", "AEVB (test)"]
+    assert len(fig.axes[0].collections) == 2  # min-max bands of the two wake-sleep seeds, train and test
 
 
 def test_plot_ignores_a_half_written_last_row(sweep_dir, tmp_path):
@@ -106,6 +141,10 @@ BAD_INPUTS = [
     (["optimizer.lr=-0.01"], "optimizer.lr=-0.01: expected a number > 0"),
     (["train.batch_size=0"], "train.batch_size=0: expected a whole number >= 1"),
     (["data=svhn"], "Could not find 'data/svhn' Available options in 'data': fashion_mnist mnist"),
+    (["algorithm=mcem"], "Could not find 'algorithm/mcem' Available options in 'algorithm': aevb wake_sleep"),
+    (["algorithm.name=ws"], "algorithm.name: Invalid value 'ws', expected one of [aevb, wake_sleep]"),
+    (["optimizer.warmup_steps=-1"], "optimizer.warmup_steps=-1: expected a whole number >= 0"),
+    (["threads=-2"], "threads=-2: expected a whole number >= 0"),
     (["data.name=svhn"], "data.name: Invalid value 'svhn', expected one of [mnist, fashion_mnist]"),
     (["-m", "latent_dim=3,0"], "latent_dim=0: expected a whole number >= 1"),
     (["-m", "sweep=fig2", "optimizer.lr=0"], "optimizer.lr=0.0: expected a number > 0"),

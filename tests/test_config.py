@@ -6,8 +6,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from vae_repro.config import Config, ConfigError, check_config
-from vae_repro.run import CONF_DIR
-from vae_repro.train import eval_schedule
+from vae_repro.run import CONF_DIR, _jobs, available_cores, jobs_at_once
+from vae_repro.metrics import eval_schedule
 
 
 def compose_config(overrides=(), hydra_cfg=False):
@@ -47,9 +47,30 @@ def test_out_of_range_values_are_rejected(key, value):
         check_config(cfg)
 
 
-def test_fig2_sweep_lists_the_papers_latent_sizes():
+def test_fig2_sweep_runs_both_algorithms_for_the_papers_latent_sizes():
     hydra_cfg = compose_config(["sweep=fig2"], hydra_cfg=True).hydra
     assert str(hydra_cfg.sweeper.params.latent_dim) == "3,5,10,20,200"
+    assert str(hydra_cfg.sweeper.params.algorithm) == "aevb,wake_sleep"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        jobs, _ = _jobs(["sweep=fig2"], multirun=True)
+        aevb_alone, _ = _jobs(["sweep=fig2", "algorithm=aevb"], multirun=True)
+    algorithms = lambda jobs: sorted(o for job in jobs for o in job if o.startswith("algorithm="))  # noqa: E731
+    assert len(jobs) == 10 and algorithms(jobs) == ["algorithm=aevb"] * 5 + ["algorithm=wake_sleep"] * 5
+    assert len(aevb_alone) == 5 and algorithms(aevb_alone) == ["algorithm=aevb"] * 5
+
+
+@pytest.mark.parametrize("launcher,n_jobs,expected", [
+    ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 10, 1),
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -1}, 10, "cores"),
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -1}, 1, 1),
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 3}, 10, 3),
+    ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 3}, 2, 2),
+    ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher"}, 4, 4),
+    ({"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"}, 10, 1),
+])
+def test_jobs_at_once_follows_the_launcher(launcher, n_jobs, expected):
+    expected = min(n_jobs, available_cores()) if expected == "cores" else expected
+    assert jobs_at_once(OmegaConf.create(launcher), n_jobs) == expected
 
 
 def test_eval_schedule_is_log_spaced_in_whole_batches():

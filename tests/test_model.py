@@ -69,3 +69,77 @@ def test_hand_written_backward_equals_autograd(activation, mc_samples):
     assert torch.allclose(loss, expected_loss, rtol=1e-12, atol=0)
     for name, p in model.named_parameters():
         assert torch.allclose(p.grad, expected[name], rtol=1e-9, atol=1e-12), name
+
+
+def tiny_model(activation="tanh"):
+    torch.manual_seed(0)
+    return VAE(input_dim=12, hidden_size=7, latent_dim=4, activation=activation, init_std=0.5).double()
+
+
+ENCODER = ("enc_hidden.weight", "enc_hidden.bias", "enc_out.weight", "enc_out.bias")
+DECODER = ("dec_hidden.weight", "dec_hidden.bias", "dec_out.weight", "dec_out.bias")
+
+
+def assert_phase_matches_autograd(model, loss, expected_loss, trained, untouched):
+    """A hand-written phase gave autograd's loss and gradients for `trained`, and no .grad to `untouched`."""
+    assert torch.allclose(loss, expected_loss, rtol=1e-12, atol=0)
+    expected = torch.autograd.grad(expected_loss, [model.get_parameter(name) for name in trained])
+    for name, grad in zip(trained, expected):
+        assert torch.allclose(model.get_parameter(name).grad, grad, rtol=1e-9, atol=1e-12), name
+    assert all(model.get_parameter(name).grad is None for name in untouched)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("mc_samples", [1, 3])
+def test_wake_phase_trains_the_decoder_alone_on_log_p_x_given_z(activation, mc_samples):
+    model = tiny_model(activation)
+    x = torch.rand(5, 12, dtype=torch.float64)
+    eps = torch.randn(mc_samples, 5, 4, dtype=torch.float64)
+    for p in model.parameters():  # stale gradients of the other network must not survive
+        p.grad = torch.ones_like(p)
+
+    with torch.no_grad():  # z ~ q(z|x) is data for the wake phase: no gradient flows into q
+        mean, logvar = model.encode(x)
+        z = mean + torch.exp(0.5 * logvar) * eps
+    logits = model.decode(z)
+    bernoulli = torch.distributions.Bernoulli(logits=logits, validate_args=False)  # grey x in [0, 1]
+    expected_loss = -bernoulli.log_prob(x.expand_as(logits)).sum(-1).mean()
+    assert_phase_matches_autograd(model, model.wake_backward(x, eps), expected_loss, DECODER, ENCODER)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "softplus"])
+def test_sleep_phase_trains_the_encoder_alone_on_log_q_z_given_x(activation):
+    model = tiny_model(activation)
+    x = torch.bernoulli(torch.full((6, 12), 0.5, dtype=torch.float64))
+    z = torch.randn(6, 4, dtype=torch.float64)
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+
+    mean, logvar = model.encode(x)
+    gaussian = torch.distributions.Normal(mean, torch.exp(0.5 * logvar))
+    expected_loss = -gaussian.log_prob(z).sum(-1).mean()
+    assert_phase_matches_autograd(model, model.sleep_backward(x, z), expected_loss, ENCODER, DECODER)
+
+
+def test_sleep_loss_of_a_one_pixel_model_equals_a_hand_computation():
+    model = VAE(input_dim=1, hidden_size=1, latent_dim=1).double()
+    values = {"enc_hidden.weight": [[0.5]], "enc_hidden.bias": [0.1],
+              "enc_out.weight": [[0.8], [-0.6]], "enc_out.bias": [0.2, -0.4]}
+    with torch.no_grad():
+        for name, value in values.items():
+            model.get_parameter(name).copy_(torch.tensor(value, dtype=torch.float64))
+    h = math.tanh(0.5 * 1.0 + 0.1)
+    mean, logvar = 0.8 * h + 0.2, -0.6 * h - 0.4
+    z = 0.3
+    log_q = -0.5 * (math.log(2 * math.pi) + logvar + (z - mean) ** 2 / math.exp(logvar))
+    loss = model.sleep_backward(torch.tensor([[1.0]], dtype=torch.float64), torch.tensor([[z]], dtype=torch.float64))
+    assert math.isclose(loss.item(), -log_q, rel_tol=1e-12)
+
+
+def test_dreams_are_bernoulli_draws_from_the_decoder():
+    model = tiny_model()
+    z = torch.randn(1, 4, dtype=torch.float64).expand(40_000, 4)
+    x = model.dream(z, torch.Generator().manual_seed(0))
+    assert set(x.unique().tolist()) <= {0.0, 1.0}
+    probs = torch.sigmoid(model.decode(z[:1]))[0]
+    assert torch.allclose(x.mean(0), probs, atol=0.01)  # 4 standard errors at p = 0.5

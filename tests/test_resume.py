@@ -34,17 +34,22 @@ def wait_for_checkpoint(job_dir, process, timeout=120):
     time.sleep(0.5)  # let it train and evaluate past the checkpoint
 
 
+@pytest.fixture(scope="module", params=["aevb", "wake_sleep"])
+def algorithm(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def reference(data_root, tmp_path_factory):
+def reference(algorithm, data_root, tmp_path_factory):
     cwd = tmp_path_factory.mktemp("reference")
-    result = run_cli([f"data.root={data_root}", *LONG, "hydra.run.dir=job"], cwd)
+    result = run_cli([f"data.root={data_root}", f"algorithm={algorithm}", *LONG, "hydra.run.dir=job"], cwd)
     assert result.returncode == 0, result.stderr
     return cwd / "job"
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_and_resumed_run_equals_uninterrupted_run(sig, reference, data_root, tmp_path):
-    args = [f"data.root={data_root}", *LONG, "hydra.run.dir=job"]
+def test_killed_and_resumed_run_equals_uninterrupted_run(sig, algorithm, reference, data_root, tmp_path):
+    args = [f"data.root={data_root}", f"algorithm={algorithm}", *LONG, "hydra.run.dir=job"]
     job = tmp_path / "job"
     process = start(args, tmp_path)
     wait_for_checkpoint(job, process)
@@ -67,13 +72,27 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(sig, reference, data_ro
     assert json.loads((job / "summary.json").read_text())["status"] == "completed"
 
 
-def test_resume_refuses_other_settings(reference, data_root, tmp_path):
+def test_resume_refuses_other_settings(algorithm, reference, data_root, tmp_path):
     job = tmp_path / "job"
     job.mkdir()
     (job / "checkpoint.pt").write_bytes((reference / "checkpoint.pt").read_bytes())
-    result = run_cli([f"data.root={data_root}", *LONG, "latent_dim=7", "hydra.run.dir=job"], tmp_path)
-    assert result.returncode != 0
-    assert "holds a run with other settings (latent_dim)" in result.stderr
+    other = "wake_sleep" if algorithm == "aevb" else "aevb"
+    for overrides, keys in (([f"algorithm={algorithm}", "latent_dim=7"], "latent_dim"),
+                            ([f"algorithm={other}"], "algorithm.name")):
+        result = run_cli([f"data.root={data_root}", *LONG, *overrides, "hydra.run.dir=job"], tmp_path)
+        assert result.returncode != 0
+        assert f"holds a run with other settings ({keys})" in result.stderr
+
+
+def test_threads_may_change_on_resume(reference, algorithm, data_root, tmp_path):
+    job = tmp_path / "job"
+    job.mkdir()
+    for name in ("checkpoint.pt", "metrics.csv"):
+        (job / name).write_bytes((reference / name).read_bytes())
+    result = run_cli([f"data.root={data_root}", f"algorithm={algorithm}", *LONG, "threads=1", "hydra.run.dir=job"],
+                     tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((job / "summary.json").read_text())["threads"] == 1
 
 
 HANDED_ON = """

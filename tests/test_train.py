@@ -6,7 +6,11 @@ import torch
 
 from vae_repro.config import Config, DataConfig, TrainConfig
 from vae_repro.data import load_dataset, to_unit_interval
-from vae_repro.train import METRIC_COLUMNS, Diverged, load_run, train
+from vae_repro.algorithms import make_optimizer
+from vae_repro.checkpoint import load_run
+from vae_repro.metrics import METRIC_COLUMNS
+from vae_repro.model import VAE
+from vae_repro.train import Diverged, train
 
 
 def quick_config(data_root, **train_settings) -> Config:
@@ -78,3 +82,43 @@ def test_divergence_stops_with_a_message_and_a_recorded_status(data_root, tmp_pa
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "diverged" and "optimizer.lr=100.0" in summary["message"]
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_wake_sleep_raises_the_elbo_and_says_so_in_its_summary(data_root, tmp_path):
+    cfg = quick_config(data_root)
+    cfg.algorithm.name = "wake_sleep"
+    summary = train(cfg, tmp_path)
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert list(rows[0]) == METRIC_COLUMNS
+    assert float(rows[-1]["train_elbo"]) > float(rows[0]["train_elbo"]) + 20
+    assert float(rows[-1]["test_elbo"]) > float(rows[0]["test_elbo"]) + 20
+    assert summary["status"] == "completed" and summary["algorithm"] == "wake_sleep"
+    loaded_cfg, model = load_run(tmp_path)
+    assert str(loaded_cfg.algorithm.name) == "wake_sleep"
+
+
+def test_algorithms_differ_from_the_same_start(data_root, tmp_path):
+    curves = {}
+    for name in ("aevb", "wake_sleep"):
+        cfg = quick_config(data_root, max_samples=3000)
+        cfg.algorithm.name = name
+        train(cfg, tmp_path / name)
+        curves[name] = [r["train_elbo"] for r in read_rows(tmp_path / name / "metrics.csv")]
+    assert len(curves["aevb"]) == len(curves["wake_sleep"]) and curves["aevb"] != curves["wake_sleep"]
+
+
+def test_warmup_steps_only_fill_the_accumulator():
+    torch.manual_seed(0)
+    model = VAE(input_dim=6, hidden_size=4, latent_dim=2)
+    optimizer, schedule = make_optimizer(model, lr=0.1, weight_decay=0.01, warmup_steps=3)
+    start = {name: p.detach().clone() for name, p in model.named_parameters()}
+    x, eps = torch.rand(5, 6), torch.randn(1, 5, 2)
+    for _ in range(3):
+        model.negative_elbo_backward(x, eps)
+        optimizer.step()
+        schedule.step()
+    assert all(torch.equal(p, start[name]) for name, p in model.named_parameters())
+    assert all((optimizer.state[p]["sum"] > 0).any() for p in model.parameters())
+    model.negative_elbo_backward(x, eps)
+    optimizer.step()
+    assert not torch.equal(model.enc_hidden.weight, start["enc_hidden.weight"])

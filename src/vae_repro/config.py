@@ -27,6 +27,11 @@ class DatasetName(StrEnum):
     fashion_mnist = "fashion_mnist"
 
 
+class AlgorithmName(StrEnum):
+    aevb = "aevb"  # the paper's SGVB estimator on the ELBO
+    wake_sleep = "wake_sleep"  # Hinton et al. (1995), the baseline of Figure 2
+
+
 class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -49,10 +54,17 @@ class DataConfig:
 
 
 @dataclass
+class AlgorithmConfig:
+    name: AlgorithmName = AlgorithmName.aevb
+
+
+@dataclass
 class OptimizerConfig:
     lr: float = 0.02
     # Gradient of a N(0, I) prior on the weight matrices, per datapoint: log p(theta) / N.
     weight_decay: float = 1.0 / 60000
+    # Minibatches that only fill Adagrad's accumulator before the first update (the author's code: 100).
+    warmup_steps: int = 0
 
 
 @dataclass
@@ -72,6 +84,8 @@ class Config:
     latent_dim: int = 20
     seed: int = 0
     device: Device = Device.auto
+    threads: int = 0  # CPU threads of the job; 0: the cores divided by the jobs running at once
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -101,3 +115,6 @@ def check_config(cfg: Config) -> None:
             raise ConfigError(f"{key}={value}: expected a number > 0")
     if not (math.isfinite(cfg.optimizer.weight_decay) and cfg.optimizer.weight_decay >= 0):
         raise ConfigError(f"optimizer.weight_decay={cfg.optimizer.weight_decay}: expected a number >= 0")
+    for key, count in (("optimizer.warmup_steps", cfg.optimizer.warmup_steps), ("threads", cfg.threads)):
+        if count < 0:
+            raise ConfigError(f"{key}={count}: expected a whole number >= 0")

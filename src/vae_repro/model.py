@@ -1,4 +1,13 @@
-"""The paper's VAE: one hidden layer each way, Gaussian q(z|x), Bernoulli p(x|z), and its ELBO."""
+"""The paper's VAE: one hidden layer each way, Gaussian q(z|x), Bernoulli p(x|z), and its ELBO.
+
+Besides the autograd forward pass, the model has hand-written backward passes for the
+training steps (at batch 100 on a CPU, autograd's bookkeeping costs about a fifth of a
+step): the negative ELBO for AEVB, and the wake and sleep losses of wake-sleep. Each writes
+its gradient into .grad of the parameters it trains and leaves the others' .grad as None.
+tests/test_model.py checks them against autograd.
+"""
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -7,6 +16,13 @@ ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softp
 # Derivative of each activation, written in terms of its output y.
 ACTIVATION_GRADS = {"tanh": lambda y: 1.0 - y * y, "sigmoid": lambda y: y * (1.0 - y),
                     "softplus": lambda y: -torch.expm1(-y), "relu": lambda y: (y > 0).to(y.dtype)}
+LOG_2PI = math.log(2 * math.pi)
+
+
+def _set_grads(layer: nn.Linear, d_pre: torch.Tensor, layer_input: torch.Tensor) -> None:
+    """Gradients of a linear layer from the gradient of its output and its input."""
+    layer.weight.grad = d_pre.t().mm(layer_input)
+    layer.bias.grad = d_pre.sum(0)
 
 
 class VAE(nn.Module):
@@ -47,35 +63,80 @@ class VAE(nn.Module):
         kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1)
         return log_px.mean(0), kl
 
-    @torch.no_grad()
-    def negative_elbo_backward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """The mean over the batch of KL - E_q[log p(x|z)], as `forward` computes it, with its
-        gradient written into every parameter's .grad.
+    # Hand-written passes. "pre" is a layer's output before its activation.
 
-        The backward pass is written out by hand: at batch 100 on a CPU, autograd's bookkeeping
-        costs about a fifth of the step. tests/test_model.py checks it against autograd.
-        """
-        n_samples, batch = eps.shape[0], x.shape[0]
+    def _encoder_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         h_enc = self.act(torch.addmm(self.enc_hidden.bias, x, self.enc_hidden.weight.t()))
         mean, logvar = torch.addmm(self.enc_out.bias, h_enc, self.enc_out.weight.t()).chunk(2, dim=-1)
-        std = torch.exp(0.5 * logvar)
-        z = (mean + std * eps).view(n_samples * batch, -1)
+        return h_enc, mean, logvar
+
+    def _encoder_backward(self, x: torch.Tensor, h_enc: torch.Tensor, d_mean: torch.Tensor,
+                          d_logvar: torch.Tensor) -> None:
+        d_enc_out = torch.cat([d_mean, d_logvar], dim=-1)
+        d_enc_hidden = d_enc_out.mm(self.enc_out.weight).mul_(self.act_grad(h_enc))
+        _set_grads(self.enc_out, d_enc_out, h_enc)
+        _set_grads(self.enc_hidden, d_enc_hidden, x)
+
+    def _decoder_nll_backward(self, z: torch.Tensor, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """scale * -sum log p(x|z) over the rows of z and x, its gradient written into the decoder's
+        .grad, and its gradient with respect to the decoder's hidden pre-activation."""
         h_dec = self.act(torch.addmm(self.dec_hidden.bias, z, self.dec_hidden.weight.t()))
         logits = torch.addmm(self.dec_out.bias, h_dec, self.dec_out.weight.t())
-        xs = x.repeat(n_samples, 1) if n_samples > 1 else x
-        loss = (F.binary_cross_entropy_with_logits(logits, xs, reduction="sum") / (n_samples * batch)
-                + 0.5 * (mean.square() + std.square() - 1.0 - logvar).sum() / batch)
-
-        # Gradients with respect to each layer's pre-activation, from the output back.
-        d_logits = torch.sigmoid(logits).sub_(xs).div_(n_samples * batch)
+        loss = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") * scale
+        d_logits = torch.sigmoid(logits).sub_(x).mul_(scale)
         d_dec_hidden = d_logits.mm(self.dec_out.weight).mul_(self.act_grad(h_dec))
+        _set_grads(self.dec_out, d_logits, h_dec)
+        _set_grads(self.dec_hidden, d_dec_hidden, z)
+        return loss, d_dec_hidden
+
+    @torch.no_grad()
+    def negative_elbo_backward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """AEVB's loss: the mean over the batch of KL - E_q[log p(x|z)], as `forward` computes it,
+        with its gradient in every parameter's .grad."""
+        n_samples, batch = eps.shape[0], x.shape[0]
+        h_enc, mean, logvar = self._encoder_forward(x)
+        std = torch.exp(0.5 * logvar)
+        z = (mean + std * eps).view(n_samples * batch, -1)
+        xs = x.repeat(n_samples, 1) if n_samples > 1 else x
+        nll, d_dec_hidden = self._decoder_nll_backward(z, xs, 1.0 / (n_samples * batch))
+        loss = nll + 0.5 * (mean.square() + std.square() - 1.0 - logvar).sum() / batch
         d_z = d_dec_hidden.mm(self.dec_hidden.weight).view(n_samples, batch, -1)
         d_mean = d_z.sum(0) + mean / batch
         d_logvar = (d_z * eps).sum(0) * (0.5 * std) + (std.square() - 1.0) * (0.5 / batch)
-        d_enc_out = torch.cat([d_mean, d_logvar], dim=-1)
-        d_enc_hidden = d_enc_out.mm(self.enc_out.weight).mul_(self.act_grad(h_enc))
-        for layer, d_pre, layer_input in ((self.dec_out, d_logits, h_dec), (self.dec_hidden, d_dec_hidden, z),
-                                          (self.enc_out, d_enc_out, h_enc), (self.enc_hidden, d_enc_hidden, x)):
-            layer.weight.grad = d_pre.t().mm(layer_input)
-            layer.bias.grad = d_pre.sum(0)
+        self._encoder_backward(x, h_enc, d_mean, d_logvar)
+        return loss
+
+    @torch.no_grad()
+    def wake_backward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """The wake phase's loss: -E_q[log p(x|z)], z = mean + std * eps from q(z|x) taken as fixed,
+        averaged over the batch, with its gradient in the decoder's .grad only."""
+        n_samples, batch = eps.shape[0], x.shape[0]
+        _, mean, logvar = self._encoder_forward(x)
+        z = (mean + torch.exp(0.5 * logvar) * eps).view(n_samples * batch, -1)
+        xs = x.repeat(n_samples, 1) if n_samples > 1 else x
+        for p in self.parameters():
+            p.grad = None
+        loss, _ = self._decoder_nll_backward(z, xs, 1.0 / (n_samples * batch))
+        return loss
+
+    @torch.no_grad()
+    def dream(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """x ~ p(x|z): Bernoulli draws (0 or 1) from the decoder's probabilities."""
+        probs = torch.sigmoid(self.decode(z))
+        # u < p is a Bernoulli(p) draw; on a CPU it costs a quarter of torch.bernoulli.
+        return torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device).lt_(probs)
+
+    @torch.no_grad()
+    def sleep_backward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The sleep phase's loss: -log q(z|x) averaged over the batch of dreamt pairs (z, x),
+        with its gradient in the encoder's .grad only."""
+        batch = x.shape[0]
+        h_enc, mean, logvar = self._encoder_forward(x)
+        inv_var = torch.exp(-logvar)
+        diff = z - mean
+        sq = diff.square() * inv_var
+        loss = 0.5 * (LOG_2PI + logvar + sq).sum() / batch
+        for p in self.parameters():
+            p.grad = None
+        self._encoder_backward(x, h_enc, -diff * inv_var / batch, (1.0 - sq) * (0.5 / batch))
         return loss

@@ -7,10 +7,12 @@ half-made sweep. Jobs that diverge or are interrupted are listed at the end, exi
 """
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 import hydra
+import torch
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its sweep expansion, reused as is
 from hydra.core.config_store import ConfigStore
@@ -29,6 +31,24 @@ from vae_repro.train import Diverged, resolve_device, train
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ConfigStore.instance().store(name="config_schema", node=Config)
 log = logging.getLogger(__name__)
+# How many jobs of this command share the machine at once: set by `main` for the jobs it starts,
+# which inherit the environment whichever local launcher runs them.
+JOBS_AT_ONCE = "VAE_REPRO_JOBS_AT_ONCE"
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def jobs_at_once(launcher: DictConfig, n_jobs: int) -> int:
+    """How many of the command's `n_jobs` jobs its launcher runs at the same time on this machine."""
+    target = str(launcher.get("_target_"))
+    if target.endswith("JoblibLauncher"):
+        n = launcher.get("n_jobs") or -1  # joblib's convention: -1 all cores, -2 all but one, ...
+        return min(n_jobs, n if n > 0 else max(1, available_cores() + 1 + n))
+    if target.endswith("submitit_launcher.LocalLauncher"):
+        return n_jobs  # submitit starts every job at once
+    return 1  # the basic launcher runs one after the other; SLURM gives each job its own cores
 
 
 def _one_line(e: Exception) -> str:
@@ -53,11 +73,12 @@ def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], DictCo
     return BasicSweeper.split_arguments(from_config + list(swept.values()), None)[0], hydra_cfg
 
 
-def precheck(argv: list[str]) -> None:
-    """Compose and check every job of the command; raise on the first bad one."""
+def precheck(argv: list[str]) -> int:
+    """Compose and check every job of the command; raise on the first bad one. Returns how many
+    jobs will run at once."""
     flags = [a for a in argv if a.startswith("-")]
     if any(f not in ("-m", "--multirun") for f in flags):
-        return  # --help, --cfg, -cn ...: Hydra's own options, left to Hydra
+        return 1  # --help, --cfg, -cn ...: Hydra's own options, left to Hydra
     overrides = [a for a in argv if not a.startswith("-")]
     datasets, devices = set(), set()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="precheck"):
@@ -72,6 +93,7 @@ def precheck(argv: list[str]) -> None:
             resolve_device(device)
     for name, root, download in datasets:
         load_dataset(name, root, download)  # downloads once here, not once per job
+    return jobs_at_once(hydra_cfg.launcher, len(jobs))
 
 
 class FailedJobsReport(Callback):
@@ -102,6 +124,8 @@ class FailedJobsReport(Callback):
 def hydra_app(dict_cfg: DictConfig) -> str:
     cfg: Config = OmegaConf.to_object(dict_cfg)
     cfg.data.root = to_absolute_path(cfg.data.root)
+    # Parallel local jobs split the cores between them instead of each taking them all.
+    torch.set_num_threads(cfg.threads or max(1, available_cores() // int(os.environ.get(JOBS_AT_ONCE, "1"))))
     out_dir = HydraConfig.get().runtime.output_dir
     try:
         return train(cfg, out_dir)["status"]
@@ -112,7 +136,7 @@ def hydra_app(dict_cfg: DictConfig) -> str:
 
 def main() -> None:
     try:
-        precheck(sys.argv[1:])
+        os.environ[JOBS_AT_ONCE] = str(precheck(sys.argv[1:]))
     except (HydraException, OmegaConfBaseException, ConfigError, DataError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)

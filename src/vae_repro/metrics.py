@@ -1,0 +1,68 @@
+"""What a job measures and records: the ELBO on whole datasets, when it is measured,
+metrics.csv and summary.json."""
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from vae_repro.data import to_unit_interval
+from vae_repro.model import VAE
+
+METRIC_COLUMNS = ["samples", "train_elbo", "train_log_px", "train_kl",
+                  "test_elbo", "test_log_px", "test_kl", "wall_s"]
+EVAL_CHUNK = 5_000  # rows per forward pass in evaluation: large matmuls, bounded memory
+
+
+def eval_schedule(start: int, per_decade: int, max_samples: int, batch_size: int) -> list[int]:
+    """Sample counts at which to evaluate: log-spaced from `start`, rounded up to whole batches,
+    always ending at the last step."""
+    last = math.ceil(max_samples / batch_size) * batch_size
+    points, i = {last}, 0
+    while (s := start * 10 ** (i / per_decade)) < last:
+        points.add(math.ceil(round(s) / batch_size) * batch_size)
+        i += 1
+    return sorted(points)
+
+
+@torch.inference_mode()
+def evaluate(model: VAE, x: torch.Tensor, mc_samples: int, seed: int, binarize_dynamic: bool) -> tuple[float, float, float]:
+    """Average ELBO, E[log p(x|z)] and KL over all of the uint8 images `x`, with q(z|x) as the
+    variational posterior whatever algorithm trained it, and a noise stream that is the same at
+    every call, so that successive points of a curve differ only by the training between them."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    totals = torch.zeros(2, dtype=torch.float64, device=x.device)
+    for chunk in x.split(EVAL_CHUNK):
+        chunk = to_unit_interval(chunk)
+        if binarize_dynamic:
+            chunk = torch.bernoulli(chunk, generator=gen)
+        eps = torch.randn(mc_samples, len(chunk), model.latent_dim, generator=gen, device=x.device)
+        log_px, kl = model(chunk, eps)
+        totals += torch.stack([log_px.sum(), kl.sum()]).double()
+    log_px, kl = (totals / len(x)).tolist()
+    return log_px - kl, log_px, kl
+
+
+class MetricsLog:
+    """metrics.csv, cut back to the rows a checkpoint vouches for, then appended row by row."""
+
+    def __init__(self, path: Path, keep_rows: int):
+        lines = path.read_text().splitlines(keepends=True)[: keep_rows + 1] if keep_rows else []
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(lines) or ",".join(METRIC_COLUMNS) + "\n")
+        os.replace(tmp, path)
+        self.file = open(path, "a")
+
+    def write(self, row: dict) -> None:
+        self.file.write(",".join(repr(row[c]) for c in METRIC_COLUMNS) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def write_summary(out: Path, summary: dict) -> None:
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out / "summary.json")
