@@ -9,8 +9,11 @@ Measures, on the same data and machine, one after the other:
   project    vae_repro.train's job on the dataset held as one tensor: its AEVB step, its
              wake-sleep step, and its evaluation
   job        one real `python -m vae_repro.run` job in a subprocess, for its peak memory
+  frey       the Frey Face setup (Gaussian decoder, 200 hidden units, N_z = 5), the project's step
+             against a textbook loop of the same model over a TensorDataset
   curve      both loops trained for --curve-samples with the same settings, ELBO side by side
-and prints a table. Without MNIST files under --data-root it makes random full-size IDX files.
+and prints a table. Without the dataset's files under --data-root it makes random full-size
+IDX files, and without <data-root>/FreyFace/frey_rawface.mat random frames.
 """
 import argparse
 import math
@@ -25,14 +28,15 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from vae_repro.config import AlgorithmConfig, Config, ConfigError, ModelConfig, OptimizerConfig
-from vae_repro.data import DATASETS, DataError, load_dataset, write_idx
+from vae_repro.data import DATASETS, DataError, load_dataset, load_frey_face, write_idx
 from vae_repro.metrics import eval_schedule, evaluate
 from vae_repro.train import Job, resolve_device
 
-LATENT, HIDDEN, INPUT, BATCH, LR, WEIGHT_DECAY = 20, 500, 784, 100, 0.02, 1 / 60000
+LATENT, HIDDEN, INPUT, BATCH, LR = 20, 500, 784, 100, 0.02
+FREY_LATENT, FREY_HIDDEN, FREY_INPUT = 5, 200, 560  # the paper's Frey Face model, N_z = 5
 TEXTBOOK_EVAL_EVERY = 100_000
 PAPER_SAMPLES = 100_000_000
 
@@ -56,38 +60,47 @@ def matmul_gflops(device, size=2048, seconds=2.0):
 
 
 class TextbookVAE(nn.Module):
-    """The VAE as tutorials write it (pytorch/examples vae/main.py), with the paper's sizes and init."""
+    """The VAE as tutorials write it (pytorch/examples vae/main.py), with the paper's sizes and init;
+    `gaussian` gives the Frey Face decoder (sigmoid means and a log variance per pixel)."""
 
-    def __init__(self):
+    def __init__(self, input_dim=INPUT, hidden=HIDDEN, latent=LATENT, gaussian=False):
         super().__init__()
-        self.fc1, self.fc21, self.fc22 = nn.Linear(INPUT, HIDDEN), nn.Linear(HIDDEN, LATENT), nn.Linear(HIDDEN, LATENT)
-        self.fc3, self.fc4 = nn.Linear(LATENT, HIDDEN), nn.Linear(HIDDEN, INPUT)
+        self.input_dim, self.gaussian = input_dim, gaussian
+        self.fc1, self.fc21, self.fc22 = nn.Linear(input_dim, hidden), nn.Linear(hidden, latent), nn.Linear(hidden, latent)
+        self.fc3, self.fc4 = nn.Linear(latent, hidden), nn.Linear(hidden, input_dim * (2 if gaussian else 1))
         for layer in (self.fc1, self.fc21, self.fc22, self.fc3, self.fc4):
             nn.init.normal_(layer.weight, 0, 0.01)
             nn.init.zeros_(layer.bias)
 
     def forward(self, x):
-        h = torch.tanh(self.fc1(x.view(-1, INPUT)))
+        h = torch.tanh(self.fc1(x.view(-1, self.input_dim)))
         mu, logvar = self.fc21(h), self.fc22(h)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        return torch.sigmoid(self.fc4(torch.tanh(self.fc3(z)))), mu, logvar
+        out = self.fc4(torch.tanh(self.fc3(z)))
+        if self.gaussian:
+            mean, x_logvar = out.chunk(2, dim=-1)
+            return (torch.sigmoid(mean), x_logvar), mu, logvar
+        return torch.sigmoid(out), mu, logvar
 
 
 def textbook_loss(recon, mu, logvar, x):
-    bce = F.binary_cross_entropy(recon, x.view(-1, INPUT), reduction="sum")
-    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    x = x.view(len(x), -1)
+    if isinstance(recon, tuple):  # Gaussian decoder
+        nll = -torch.distributions.Normal(recon[0], torch.exp(0.5 * recon[1])).log_prob(x).sum()
+    else:
+        nll = F.binary_cross_entropy(recon, x, reduction="sum")
+    return nll - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
 class Textbook:
-    def __init__(self, dataset_cls, root, device):
-        transform = torchvision.transforms.ToTensor()
-        self.train_set = dataset_cls(root, train=True, download=False, transform=transform)
-        self.test_set = dataset_cls(root, train=False, download=False, transform=transform)
+    def __init__(self, train_set, test_set, device, model=None):
+        self.train_set, self.test_set = train_set, test_set
         self.loader = DataLoader(self.train_set, batch_size=BATCH, shuffle=True)
         self.device = device
         torch.manual_seed(0)
-        self.model = TextbookVAE().to(device)
-        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+        self.model = (model or TextbookVAE()).to(device)
+        weight_decay = 1 / len(train_set)  # the N(0, I) weight prior per datapoint
+        self.optimizer = torch.optim.Adagrad(self.model.parameters(), lr=LR, weight_decay=weight_decay)
 
     def train(self, samples):
         seen, train_loss = 0, 0.0
@@ -115,14 +128,27 @@ class Textbook:
         return elbos
 
 
+def textbook_mnist(dataset_cls, root, device):
+    """torchvision's dataset with a per-image ToTensor, as tutorials load MNIST."""
+    transform = torchvision.transforms.ToTensor()
+    return Textbook(*(dataset_cls(root, train=train, download=False, transform=transform) for train in (True, False)),
+                    device)
+
+
+def textbook_frey(train_x, test_x, device):
+    """The frames as one float tensor in a TensorDataset, as tutorials load a .mat file."""
+    sets = [TensorDataset(x.float() / 255, torch.zeros(len(x))) for x in (train_x, test_x)]
+    return Textbook(*sets, device, TextbookVAE(FREY_INPUT, FREY_HIDDEN, FREY_LATENT, gaussian=True))
+
+
 class Project:
     """This project's job, driven step by step: its batches, its step function, its evaluation."""
 
-    def __init__(self, train_x, test_x, device, algorithm="aevb"):
-        cfg = Config(latent_dim=LATENT, seed=0, device=device.type, algorithm=AlgorithmConfig(algorithm),
-                     model=ModelConfig(hidden_size=HIDDEN), optimizer=OptimizerConfig(lr=LR, weight_decay=WEIGHT_DECAY))
+    def __init__(self, train_x, test_x, device, algorithm="aevb", frey=False):
+        model = ModelConfig(hidden_size=FREY_HIDDEN, likelihood="gaussian") if frey else ModelConfig(hidden_size=HIDDEN)
+        cfg = Config(latent_dim=FREY_LATENT if frey else LATENT, seed=0, device=device.type,
+                     algorithm=AlgorithmConfig(algorithm), model=model, optimizer=OptimizerConfig(lr=LR))
         self.job = Job(cfg, Path(tempfile.mkdtemp()), data=(train_x, test_x))
-
     def train(self, samples):
         job = self.job
         for _ in range(samples // BATCH):
@@ -172,6 +198,24 @@ def synthetic_root(root: Path) -> Path:
     return root
 
 
+def frey_speed(root: Path, device: torch.device, rounds: int, textbook_samples: int, project_samples: int):
+    """Samples/s of the Frey setup's training step and of a textbook loop of the same model, in turns."""
+    try:
+        train_x, test_x = load_frey_face(root, download=False)
+    except DataError:
+        print(f"no Frey Face file under {root}: using random frames")
+        frames = torch.randint(0, 256, (1965, FREY_INPUT), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+        train_x, test_x = frames[:1600], frames[1600:]
+    textbook, project = textbook_frey(train_x, test_x, device), Project(train_x, test_x, device, frey=True)
+    textbook.train(2 * BATCH)  # warm-up
+    project.train(10 * BATCH)
+    tb_s, pr_s = math.inf, math.inf
+    for _ in range(rounds):
+        tb_s = min(tb_s, timed(textbook.train, textbook_samples)[0])
+        pr_s = min(pr_s, timed(project.train, project_samples)[0])
+    return textbook_samples / tb_s, project_samples / pr_s
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path("data"))
@@ -198,7 +242,7 @@ def main():
             train_x, test_x = load_dataset(dataset, root, download=False)
         print(f"data: {dataset} under {root}; device: {device}; torch threads: {torch.get_num_threads()}")
 
-        textbook, project = Textbook(DATASETS[dataset], root, device), Project(train_x, test_x, device)
+        textbook, project = textbook_mnist(DATASETS[dataset], root, device), Project(train_x, test_x, device)
         wake_sleep = Project(train_x, test_x, device, "wake_sleep")
         textbook.train(2 * BATCH)  # warm-up
         project.train(10 * BATCH)
@@ -215,6 +259,8 @@ def main():
         tb_eval_s, _ = timed(textbook.evaluate)
         pr_eval_s = min(timed(project.evaluate)[0] for _ in range(2))
         peak_rss, peak_private = job_peak_memory_mib(dataset, root) if device.type == "cpu" else (math.nan,) * 2
+        frey_tb_rate, frey_pr_rate = frey_speed(args.data_root.resolve(), device, args.rounds,
+                                                args.textbook_samples, args.project_samples)
 
         tb_rate, pr_rate, ws_rate = args.textbook_samples / tb_train_s, window / pr_train_s, window / ws_train_s
         # End to end: training plus each loop's evaluation policy, per sample.
@@ -243,10 +289,13 @@ def main():
         print(f"paper-length run (1e8 samples):     {pr_paper_s / 3600:6.2f} h per model")
         print(f"peak memory of one job:             {peak_private:6.0f} MiB private, {peak_rss:.0f} MiB RSS "
               "with shared libraries")
+        print(f"\nFrey Face setup (Gaussian decoder, H={FREY_HIDDEN}, N_z={FREY_LATENT}), training only:")
+        print(f"{'textbook loop':34}{frey_tb_rate:12,.0f}")
+        print(f"{'project step':34}{frey_pr_rate:12,.0f}   ({frey_pr_rate / frey_tb_rate:.2f}x the textbook loop)")
 
         if args.curve_samples:
             print(f"\nELBO after the same training (N_z={LATENT}, lr={LR}, batch {BATCH}), train / test:")
-            textbook, project = Textbook(DATASETS[dataset], root, device), Project(train_x, test_x, device)
+            textbook, project = textbook_mnist(DATASETS[dataset], root, device), Project(train_x, test_x, device)
             points = eval_schedule(10_000, 2, args.curve_samples, BATCH)
             seen = 0
             print(f"{'samples':>10}{'textbook':>22}{'project':>22}")

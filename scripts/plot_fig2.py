@@ -20,10 +20,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from vae_repro.data import DATASET_TITLES  # noqa: E402
+
 NEEDED_COLUMNS = ["samples", "train_elbo", "test_elbo"]
-DATASET_ORDER = ["mnist", "fashion_mnist"]  # rows, top to bottom
-DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
-PAPER_YLIM = {"mnist": (-150.0, -95.0)}  # the y range of the paper's panels, widened to fit the data
+DATASET_ORDER = ["mnist", "fashion_mnist", "frey_face"]  # rows, top to bottom, as in the paper
+# The y range of the paper's panels, widened to fit the data.
+PAPER_YLIM = {"mnist": (-150.0, -95.0), "frey_face": (0.0, 1600.0)}
 ALGORITHMS = {"aevb": ("AEVB", "tab:red"), "wake_sleep": ("WS", "tab:green")}  # legend name and colour
 
 
@@ -100,7 +102,7 @@ def plot(rows: pd.DataFrame) -> plt.Figure:
         ylim = y_range(dataset, data[["train_elbo", "test_elbo"]].to_numpy())
         for ax, latent_dim in zip(row_axes, latent_dims[dataset]):
             draw_panel(ax, data[data["latent_dim"] == latent_dim])
-            ax.set_title(f"{DATASET_TITLES.get(dataset, dataset)}, $N_z$ = {latent_dim}")
+            ax.set_title(f"{DATASET_TITLES[dataset]}, $N_z$ = {latent_dim}")
             ax.set_xscale("log")
             ax.set_xlabel("# training samples evaluated")
             ax.set_ylim(*ylim)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.io
 
 from vae_repro.data import write_idx
 
@@ -48,3 +49,24 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300, **env_vars: str) -> 
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", **env_vars}
     return subprocess.run([sys.executable, "-m", "vae_repro.run", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def make_frey_root(root: Path, frames=None) -> Path:
+    """A synthetic frey_rawface.mat in the real layout: 'ff', uint8, 560 x 1965, column i = frame i
+    as 28 rows of 20 pixels. Frames are a bright disc that drifts, over noise."""
+    if frames is None:
+        rng = np.random.default_rng(0)
+        rows, cols = np.mgrid[0:28, 0:20]
+        frames = np.empty((560, 1965), dtype=np.uint8)
+        for i in range(1965):
+            centre_r, centre_c = 14 + 6 * np.sin(i / 50), 10 + 4 * np.cos(i / 70)
+            disc = ((rows - centre_r) ** 2 + (cols - centre_c) ** 2 < 30) * 150
+            frames[:, i] = (disc + rng.integers(40, 90, (28, 20))).reshape(-1)
+    (root / "FreyFace").mkdir(parents=True)
+    scipy.io.savemat(root / "FreyFace" / "frey_rawface.mat", {"ff": frames})
+    return root
+
+
+@pytest.fixture(scope="session")
+def frey_root(tmp_path_factory) -> Path:
+    return make_frey_root(tmp_path_factory.mktemp("frey"))

@@ -21,7 +21,18 @@ def test_yaml_defaults_match_the_schema_and_the_paper():
     assert (cfg.latent_dim, cfg.model.hidden_size, str(cfg.model.activation), cfg.model.init_std) == (20, 500, "tanh", 0.01)
     assert (cfg.train.batch_size, cfg.train.mc_samples, cfg.train.max_samples) == (100, 1, 1e8)
     assert cfg.optimizer.lr in (0.01, 0.02, 0.1)
-    assert cfg.optimizer.weight_decay == pytest.approx(1 / 60000)
+    assert cfg.optimizer.prior_std == 1.0 and cfg.optimizer.weight_decay is None  # 1 / N_train, see test_train
+    assert str(cfg.model.likelihood) == "bernoulli" and cfg.model.decoder_logvar_min is None
+
+
+def test_frey_face_data_brings_the_papers_frey_model_and_yields_to_the_command_line():
+    frey = OmegaConf.to_object(compose_config(["data=frey_face"]))
+    assert (str(frey.data.name), str(frey.model.likelihood), frey.model.hidden_size) == ("frey_face", "gaussian", 200)
+    mine = OmegaConf.to_object(compose_config(["data=frey_face", "model.hidden_size=500",
+                                               "model.likelihood=bernoulli"]))
+    assert (mine.model.hidden_size, str(mine.model.likelihood)) == (500, "bernoulli")
+    sweep = compose_config(["sweep=fig2_frey"], hydra_cfg=True)
+    assert str(sweep.data.name) == "frey_face" and str(sweep.hydra.sweeper.params.latent_dim) == "2,5,10,20"
 
 
 def test_overrides_are_typed():

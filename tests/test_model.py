@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from vae_repro.likelihoods import GaussianPixels
 from vae_repro.model import VAE
 
 
@@ -143,3 +144,55 @@ def test_dreams_are_bernoulli_draws_from_the_decoder():
     assert set(x.unique().tolist()) <= {0.0, 1.0}
     probs = torch.sigmoid(model.decode(z[:1]))[0]
     assert torch.allclose(x.mean(0), probs, atol=0.01)  # 4 standard errors at p = 0.5
+
+
+def test_gaussian_log_density_of_a_one_pixel_decoder_equals_a_hand_computation():
+    model = VAE(input_dim=1, hidden_size=1, latent_dim=1, likelihood=GaussianPixels()).double()
+    values = {"dec_hidden.weight": [[1.5]], "dec_hidden.bias": [-0.2],
+              "dec_out.weight": [[2.0], [-1.0]], "dec_out.bias": [0.3, 0.1]}  # mean pre-activation, log variance
+    with torch.no_grad():
+        for name, value in values.items():
+            model.get_parameter(name).copy_(torch.tensor(value, dtype=torch.float64))
+    z, x = 0.4, 0.8
+    g = math.tanh(1.5 * z - 0.2)
+    mean, logvar = 1 / (1 + math.exp(-(2.0 * g + 0.3))), -1.0 * g + 0.1
+    log_px = -0.5 * (math.log(2 * math.pi) + logvar + (x - mean) ** 2 / math.exp(logvar))
+    out = model.decode(torch.tensor([[z]], dtype=torch.float64))
+    got = model.likelihood.log_prob(out, torch.tensor([[x]], dtype=torch.float64))
+    assert math.isclose(got.item(), log_px, rel_tol=1e-12)
+    assert math.isclose(model.decode_mean(torch.tensor([[z]], dtype=torch.float64)).item(), mean, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("logvar_min", [None, -0.5])
+@pytest.mark.parametrize("mc_samples", [1, 2])
+def test_gaussian_decoder_backward_equals_autograd(logvar_min, mc_samples):
+    torch.manual_seed(0)
+    model = VAE(input_dim=12, hidden_size=7, latent_dim=4, init_std=0.5, likelihood=GaussianPixels(logvar_min)).double()
+    x = torch.rand(5, 12, dtype=torch.float64)
+    eps = torch.randn(mc_samples, 5, 4, dtype=torch.float64)
+    if logvar_min is not None:  # put part of the log variances below the floor
+        assert (model.decode(torch.randn(5, 4, dtype=torch.float64)).chunk(2, -1)[1] < logvar_min).any()
+
+    log_px, kl = model(x, eps)
+    expected_loss = (kl - log_px).mean()
+    expected = dict(zip([n for n, _ in model.named_parameters()], torch.autograd.grad(expected_loss, list(model.parameters()))))
+    loss = model.negative_elbo_backward(x, eps)
+    assert torch.allclose(loss, expected_loss, rtol=1e-12, atol=0)
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, expected[name], rtol=1e-9, atol=1e-12), name
+
+    with torch.no_grad():
+        mean, logvar = model.encode(x)
+        z = mean + torch.exp(0.5 * logvar) * eps
+    wake_loss = -model.likelihood.log_prob(model.decode(z), x).mean()
+    assert_phase_matches_autograd(model, model.wake_backward(x, eps), wake_loss, DECODER, ENCODER)
+
+
+def test_gaussian_dreams_are_draws_around_the_decoder_mean():
+    torch.manual_seed(0)
+    model = VAE(input_dim=3, hidden_size=4, latent_dim=2, init_std=0.5, likelihood=GaussianPixels()).double()
+    z = torch.randn(1, 2, dtype=torch.float64).expand(40_000, 2)
+    x = model.dream(z, torch.Generator().manual_seed(0))
+    mean_pre, logvar = model.decode(z[:1]).chunk(2, -1)
+    assert torch.allclose(x.mean(0), torch.sigmoid(mean_pre)[0], atol=0.02)
+    assert torch.allclose(x.var(0), torch.exp(logvar)[0], rtol=0.05)

@@ -13,6 +13,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vae_repro.config import Config, ConfigError
+from vae_repro.likelihoods import BernoulliPixels, GaussianPixels
 from vae_repro.model import VAE
 
 # Keys that may change between a run and its resumption; any other change is refused.
@@ -105,7 +106,10 @@ class StopSignals:
 
 
 def build_model(cfg: Config, input_dim: int) -> VAE:
-    return VAE(input_dim, cfg.model.hidden_size, cfg.latent_dim, str(cfg.model.activation), cfg.model.init_std)
+    likelihood = (GaussianPixels(cfg.model.decoder_logvar_min) if str(cfg.model.likelihood) == "gaussian"
+                  else BernoulliPixels())
+    return VAE(input_dim, cfg.model.hidden_size, cfg.latent_dim, str(cfg.model.activation), cfg.model.init_std,
+               likelihood)
 
 
 def save_model(cfg: Config, model: VAE, input_dim: int, path: Path) -> None:

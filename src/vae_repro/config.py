@@ -7,6 +7,7 @@ checks that types cannot express.
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Optional
 
 
 class Activation(StrEnum):
@@ -25,6 +26,12 @@ class Binarize(StrEnum):
 class DatasetName(StrEnum):
     mnist = "mnist"
     fashion_mnist = "fashion_mnist"
+    frey_face = "frey_face"
+
+
+class Likelihood(StrEnum):
+    bernoulli = "bernoulli"  # p(x|z) for MNIST-like data
+    gaussian = "gaussian"  # sigmoid means and a variance per pixel, the paper's Frey Face decoder
 
 
 class AlgorithmName(StrEnum):
@@ -43,6 +50,9 @@ class ModelConfig:
     hidden_size: int = 500
     activation: Activation = Activation.tanh
     init_std: float = 0.01
+    likelihood: Likelihood = Likelihood.bernoulli
+    # Floor on the Gaussian decoder's log variance; None keeps the paper's model unchanged.
+    decoder_logvar_min: Optional[float] = None
 
 
 @dataclass
@@ -61,8 +71,10 @@ class AlgorithmConfig:
 @dataclass
 class OptimizerConfig:
     lr: float = 0.02
-    # Gradient of a N(0, I) prior on the weight matrices, per datapoint: log p(theta) / N.
-    weight_decay: float = 1.0 / 60000
+    # N(0, prior_std^2 I) prior on the weight matrices. Its gradient per datapoint is -w / (prior_std^2 N),
+    # N the number of training images used: weight_decay None takes that, a number overrides it.
+    prior_std: float = 1.0
+    weight_decay: Optional[float] = None
     # Minibatches that only fill Adagrad's accumulator before the first update (the author's code: 100).
     warmup_steps: int = 0
 
@@ -110,11 +122,13 @@ def check_config(cfg: Config) -> None:
     _positive_count("train.eval_start", cfg.train.eval_start)
     _positive_count("train.eval_points_per_decade", cfg.train.eval_points_per_decade)
     _positive_count("train.checkpoint_every", cfg.train.checkpoint_every)
-    for key, value in (("optimizer.lr", cfg.optimizer.lr), ("model.init_std", cfg.model.init_std)):
+    for key, value in (("optimizer.lr", cfg.optimizer.lr), ("model.init_std", cfg.model.init_std),
+                       ("optimizer.prior_std", cfg.optimizer.prior_std)):
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{key}={value}: expected a number > 0")
-    if not (math.isfinite(cfg.optimizer.weight_decay) and cfg.optimizer.weight_decay >= 0):
-        raise ConfigError(f"optimizer.weight_decay={cfg.optimizer.weight_decay}: expected a number >= 0")
+    decay = cfg.optimizer.weight_decay
+    if decay is not None and not (math.isfinite(decay) and decay >= 0):
+        raise ConfigError(f"optimizer.weight_decay={decay}: expected a number >= 0, or null for 1 / (prior_std^2 N)")
     for key, count in (("optimizer.warmup_steps", cfg.optimizer.warmup_steps), ("threads", cfg.threads)):
         if count < 0:
             raise ConfigError(f"{key}={count}: expected a whole number >= 0")

@@ -1,6 +1,7 @@
-"""MNIST and Fashion-MNIST as two uint8 tensors, parsed by torchvision.
+"""The datasets as two uint8 tensors: MNIST and Fashion-MNIST parsed by torchvision, Frey Face
+read from its .mat file with scipy.
 
-The whole dataset is held as one [N, 784] uint8 tensor (47 MB for MNIST's 60k training
+The whole dataset is held as one [N, D] uint8 tensor (47 MB for MNIST's 60k training
 digits) so that a batch is a row gather and a conversion, not 100 image decodes.
 """
 import contextlib
@@ -11,11 +12,18 @@ import shutil
 import struct
 from pathlib import Path
 
+import numpy as np
+import scipy.io
 import torch
 import torchvision
 
 DATASETS = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}
 IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
+IMAGE_SHAPES = {"mnist": (28, 28), "fashion_mnist": (28, 28), "frey_face": (28, 20)}  # rows, columns
+DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "frey_face": "Frey Face"}
+# Sam Roweis' data page; the author's code splits the 1,965 frames into the first 1,600 and the rest.
+FREY_URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
+FREY_FRAMES, FREY_TRAIN = 1965, 1600
 
 
 class DataError(RuntimeError):
@@ -88,10 +96,44 @@ def _download(name: str, root: Path) -> None:
         ) from None
 
 
+def load_frey_face(root: str | Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 1,965 frames of frey_rawface.mat as uint8 [N, 560] rows of 28 x 20 pixels, split
+    1,600 / 365 in file order."""
+    path = Path(root) / "FreyFace" / "frey_rawface.mat"
+    if not path.exists():
+        if not download:
+            raise DataError(f"frey_face not found: {path} is missing and data.download=false: "
+                            f"copy frey_rawface.mat there ({FREY_URL}) or set data.download=true")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                torchvision.datasets.utils.download_url(FREY_URL, str(path.parent), path.name)
+        except Exception as e:
+            raise DataError(f"frey_face is not under data.root={Path(root)} and downloading it failed "
+                            f"({str(e).splitlines()[-1] if str(e) else type(e).__name__}): "
+                            f"copy frey_rawface.mat from {FREY_URL} to {path}") from None
+    try:
+        contents = scipy.io.loadmat(path)
+    except Exception as e:
+        raise DataError(f"{path}: not a readable .mat file ({e}); delete it and provide it again") from None
+    if "ff" not in contents:
+        names = ", ".join(sorted(k for k in contents if not k.startswith("__"))) or "none"
+        raise DataError(f"{path}: no variable 'ff' in this .mat file (it has {names}); "
+                        "expected Frey Face's frey_rawface.mat")
+    frames = contents["ff"]
+    expected = (math.prod(IMAGE_SHAPES["frey_face"]), FREY_FRAMES)
+    if frames.dtype != np.uint8 or frames.shape != expected:
+        raise DataError(f"{path}: 'ff' is {frames.dtype} of shape {frames.shape}, expected uint8 of shape {expected}")
+    # Column i is frame i, its 560 bytes 28 rows of 20 pixels.
+    frames = torch.from_numpy(np.ascontiguousarray(frames.T))
+    return frames[:FREY_TRAIN], frames[FREY_TRAIN:]
+
+
 def load_dataset(name: str, root: str | Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training and test images as uint8 [N, 784] tensors (grey levels 0..255)."""
+    """Training and test images as uint8 [N, D] tensors (grey levels 0..255), D = rows x columns."""
+    if name == "frey_face":
+        return load_frey_face(Path(root).resolve(), download)
     if name not in DATASETS:
-        raise DataError(f"data.name={name}: unknown dataset, expected one of {', '.join(DATASETS)}")
+        raise DataError(f"data.name={name}: unknown dataset, expected one of {', '.join(IMAGE_SHAPES)}")
     root = Path(root).resolve()
     files = idx_files(name, root)
     _gunzip_missing(files)

@@ -1,4 +1,5 @@
-"""The paper's VAE: one hidden layer each way, Gaussian q(z|x), Bernoulli p(x|z), and its ELBO.
+"""The paper's VAE: one hidden layer each way, Gaussian q(z|x), a per-pixel p(x|z) (Bernoulli
+or Gaussian, see likelihoods.py), and its ELBO.
 
 Besides the autograd forward pass, the model has hand-written backward passes for the
 training steps (at batch 100 on a CPU, autograd's bookkeeping costs about a fifth of a
@@ -6,17 +7,16 @@ step): the negative ELBO for AEVB, and the wake and sleep losses of wake-sleep. 
 its gradient into .grad of the parameters it trains and leaves the others' .grad as None.
 tests/test_model.py checks them against autograd.
 """
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from vae_repro.likelihoods import LOG_2PI, BernoulliPixels, GaussianPixels
 
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus, "relu": torch.relu}
 # Derivative of each activation, written in terms of its output y.
 ACTIVATION_GRADS = {"tanh": lambda y: 1.0 - y * y, "sigmoid": lambda y: y * (1.0 - y),
                     "softplus": lambda y: -torch.expm1(-y), "relu": lambda y: (y > 0).to(y.dtype)}
-LOG_2PI = math.log(2 * math.pi)
 
 
 def _set_grads(layer: nn.Linear, d_pre: torch.Tensor, layer_input: torch.Tensor) -> None:
@@ -27,14 +27,15 @@ def _set_grads(layer: nn.Linear, d_pre: torch.Tensor, layer_input: torch.Tensor)
 
 class VAE(nn.Module):
     def __init__(self, input_dim: int, hidden_size: int, latent_dim: int, activation: str = "tanh",
-                 init_std: float = 0.01):
+                 init_std: float = 0.01, likelihood: BernoulliPixels | GaussianPixels | None = None):
         super().__init__()
         self.latent_dim = latent_dim
         self.act, self.act_grad = ACTIVATIONS[activation], ACTIVATION_GRADS[activation]
+        self.likelihood = likelihood or BernoulliPixels()
         self.enc_hidden = nn.Linear(input_dim, hidden_size)
         self.enc_out = nn.Linear(hidden_size, 2 * latent_dim)  # mean and log variance of q(z|x)
         self.dec_hidden = nn.Linear(latent_dim, hidden_size)
-        self.dec_out = nn.Linear(hidden_size, input_dim)  # Bernoulli logits of p(x|z)
+        self.dec_out = nn.Linear(hidden_size, self.likelihood.outputs_per_pixel * input_dim)  # parameters of p(x|z)
         for layer in (self.enc_hidden, self.enc_out, self.dec_hidden, self.dec_out):
             nn.init.normal_(layer.weight, 0.0, init_std)
             nn.init.zeros_(layer.bias)
@@ -48,7 +49,12 @@ class VAE(nn.Module):
         return mean, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The decoder's output layer: the parameters of p(x|z)."""
         return self.dec_out(self.act(self.dec_hidden(z)))
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean of p(x|z): the pictures of Figures 4 and 5."""
+        return self.likelihood.mean(self.decode(z))
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-datapoint E_q[log p(x|z)] and KL(q(z|x) || N(0, I)), in nats.
@@ -58,8 +64,7 @@ class VAE(nn.Module):
         """
         mean, logvar = self.encode(x)
         z = mean + torch.exp(0.5 * logvar) * eps  # reparameterization, broadcast over L
-        logits = self.decode(z)
-        log_px = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+        log_px = self.likelihood.log_prob(self.decode(z), x)
         kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1)
         return log_px.mean(0), kl
 
@@ -81,11 +86,10 @@ class VAE(nn.Module):
         """scale * -sum log p(x|z) over the rows of z and x, its gradient written into the decoder's
         .grad, and its gradient with respect to the decoder's hidden pre-activation."""
         h_dec = self.act(torch.addmm(self.dec_hidden.bias, z, self.dec_hidden.weight.t()))
-        logits = torch.addmm(self.dec_out.bias, h_dec, self.dec_out.weight.t())
-        loss = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") * scale
-        d_logits = torch.sigmoid(logits).sub_(x).mul_(scale)
-        d_dec_hidden = d_logits.mm(self.dec_out.weight).mul_(self.act_grad(h_dec))
-        _set_grads(self.dec_out, d_logits, h_dec)
+        out = torch.addmm(self.dec_out.bias, h_dec, self.dec_out.weight.t())
+        loss, d_out = self.likelihood.nll_backward(out, x, scale)
+        d_dec_hidden = d_out.mm(self.dec_out.weight).mul_(self.act_grad(h_dec))
+        _set_grads(self.dec_out, d_out, h_dec)
         _set_grads(self.dec_hidden, d_dec_hidden, z)
         return loss, d_dec_hidden
 
@@ -121,10 +125,8 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def dream(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """x ~ p(x|z): Bernoulli draws (0 or 1) from the decoder's probabilities."""
-        probs = torch.sigmoid(self.decode(z))
-        # u < p is a Bernoulli(p) draw; on a CPU it costs a quarter of torch.bernoulli.
-        return torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device).lt_(probs)
+        """x ~ p(x|z): a sample, not the mean (Bernoulli draws, or Gaussian ones)."""
+        return self.likelihood.sample(self.decode(z), generator)
 
     @torch.no_grad()
     def sleep_backward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

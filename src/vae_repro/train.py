@@ -55,6 +55,13 @@ def prepare_data(cfg: Config, device: torch.device,
     return train_x.to(device), test_x.to(device)
 
 
+def weight_decay(cfg: Config, n_train: int) -> float:
+    """The N(0, prior_std^2 I) prior's gradient per datapoint, for the training set in use."""
+    if cfg.optimizer.weight_decay is not None:
+        return cfg.optimizer.weight_decay
+    return 1.0 / (cfg.optimizer.prior_std ** 2 * n_train)
+
+
 class Job:
     """One training job: what it trains and with what, where it stands, and how it saves itself."""
 
@@ -66,7 +73,8 @@ class Job:
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, self.train_x.shape[1]).to(self.device)
-        self.optimizer, self.lr_schedule = make_optimizer(self.model, cfg.optimizer.lr, cfg.optimizer.weight_decay,
+        self.weight_decay = weight_decay(cfg, len(self.train_x))
+        self.optimizer, self.lr_schedule = make_optimizer(self.model, cfg.optimizer.lr, self.weight_decay,
                                                           cfg.optimizer.warmup_steps)
         self.step = STEPS[str(cfg.algorithm.name)](self.model, self.optimizer, cfg.train.mc_samples)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -79,6 +87,7 @@ class Job:
         if (ckpt := load_checkpoint(self.ckpt_path, self.settings)) is not None:
             self.restore(ckpt)
             log.info("resuming from %s at %d samples", self.ckpt_path, self.state["samples"])
+        log.info("%d training images: weight decay %.3g (the weight prior)", len(self.train_x), self.weight_decay)
         self.started = time.perf_counter() - self.state["wall_s"]
 
     def save_checkpoint(self) -> None:
@@ -127,7 +136,7 @@ class Job:
         state = self.state
         s = {"status": status, "message": message, "samples": state["samples"], **state["last"],
              "wall_s": state["wall_s"], "samples_per_s": state["samples"] / max(state["wall_s"], 1e-9),
-             "device": str(self.device), "threads": torch.get_num_threads(),
+             "device": str(self.device), "threads": torch.get_num_threads(), "weight_decay": self.weight_decay,
              "algorithm": str(self.cfg.algorithm.name), "latent_dim": self.cfg.latent_dim, "lr": self.cfg.optimizer.lr}
         write_summary(self.out, s)
         return s
@@ -135,8 +144,12 @@ class Job:
     def check_finite(self, loss_sum: torch.Tensor) -> None:
         if not torch.isfinite(loss_sum):
             self.clock()
+            remedy = "try a smaller optimizer.lr"
+            if str(self.cfg.model.likelihood) == "gaussian" and self.cfg.model.decoder_logvar_min is None:
+                remedy += (", or a floor on the decoder's log variance (model.decoder_logvar_min=-10): "
+                           "pixels that barely vary let it fall without bound")
             message = (f"diverged: non-finite loss at step {self.state['steps']} ({self.state['samples']} samples) "
-                       f"with optimizer.lr={self.cfg.optimizer.lr}; try a smaller optimizer.lr")
+                       f"with optimizer.lr={self.cfg.optimizer.lr}; {remedy}")
             self.summary("diverged", message)
             raise Diverged(message)
 

@@ -1,0 +1,75 @@
+"""The decoder's p(x|z) per pixel, given the decoder's output layer `out` and data x in [0, 1].
+
+Each likelihood gives the log-density, the negative log-density with its gradient with
+respect to `out` (for the hand-written backward passes), the mean (for pictures) and a
+sample (for wake-sleep's dreams). The model holds one, chosen when it is built.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+class BernoulliPixels:
+    """One logit per pixel; grey levels in [0, 1] act as probabilities (the paper's MNIST model)."""
+
+    outputs_per_pixel = 1
+
+    def log_prob(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").sum(-1)
+
+    def nll_backward(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """scale * -sum log p(x|z), and its gradient with respect to `out`."""
+        loss = F.binary_cross_entropy_with_logits(out, x, reduction="sum") * scale
+        return loss, torch.sigmoid(out).sub_(x).mul_(scale)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(out)
+
+    def sample(self, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        probs = torch.sigmoid(out)
+        # u < p is a Bernoulli(p) draw; on a CPU it costs a quarter of torch.bernoulli.
+        return torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device).lt_(probs)
+
+
+class GaussianPixels:
+    """A mean through a sigmoid and a log variance per pixel (the paper's Frey Face model,
+    appendix C.2). `logvar_min` floors the log variance, for pixels that never vary."""
+
+    outputs_per_pixel = 2
+
+    def __init__(self, logvar_min: float | None = None):
+        self.logvar_min = logvar_min
+
+    def _mean_logvar(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean_pre, logvar = out.chunk(2, dim=-1)
+        if self.logvar_min is not None:
+            logvar = logvar.clamp(min=self.logvar_min)
+        return torch.sigmoid(mean_pre), logvar
+
+    def log_prob(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        mean, logvar = self._mean_logvar(out)
+        return -0.5 * (LOG_2PI + logvar + (x - mean).square() * torch.exp(-logvar)).sum(-1)
+
+    def nll_backward(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """scale * -sum log p(x|z), and its gradient with respect to `out`."""
+        mean, logvar = self._mean_logvar(out)
+        inv_var = torch.exp(-logvar)
+        residual = x - mean
+        scaled_sq = residual.square().mul_(inv_var)
+        loss = 0.5 * (LOG_2PI + logvar + scaled_sq).sum() * scale
+        d_mean_pre = residual.mul_(inv_var).mul_(mean * (mean - 1.0)).mul_(scale)
+        d_logvar = scaled_sq.neg_().add_(1.0).mul_(0.5 * scale)
+        if self.logvar_min is not None:  # no gradient below the floor, as for a clamp
+            d_logvar.mul_(out.chunk(2, dim=-1)[1] > self.logvar_min)
+        return loss, torch.cat([d_mean_pre, d_logvar], dim=-1)
+
+    def mean(self, out: torch.Tensor) -> torch.Tensor:
+        return self._mean_logvar(out)[0]
+
+    def sample(self, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mean, logvar = self._mean_logvar(out)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + torch.exp(0.5 * logvar) * noise
