@@ -20,9 +20,13 @@ ACTIVATION_GRADS = {"tanh": lambda y: 1.0 - y * y, "sigmoid": lambda y: y * (1.0
 
 
 def _set_grads(layer: nn.Linear, d_pre: torch.Tensor, layer_input: torch.Tensor) -> None:
-    """Gradients of a linear layer from the gradient of its output and its input."""
-    layer.weight.grad = d_pre.t().mm(layer_input)
-    layer.bias.grad = d_pre.sum(0)
+    """Gradients of a linear layer from the gradient of its output and its input, written into
+    the .grad tensors of the last step where they exist: a fresh large tensor each step costs
+    page faults that show at this size."""
+    if layer.weight.grad is None:
+        layer.weight.grad, layer.bias.grad = torch.empty_like(layer.weight), torch.empty_like(layer.bias)
+    torch.mm(d_pre.t(), layer_input, out=layer.weight.grad)
+    torch.sum(d_pre, 0, out=layer.bias.grad)
 
 
 class VAE(nn.Module):
