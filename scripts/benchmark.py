@@ -11,6 +11,10 @@ Measures, on the same data and machine, one after the other:
   job        one real `python -m vae_repro.run` job in a subprocess, for its peak memory
   frey       the Frey Face setup (Gaussian decoder, 200 hidden units, N_z = 5), the project's step
              against a textbook loop of the same model over a TensorDataset
+  fig3       Figure 3's setup (N_z = 3, H = 100, 1,000 training images): the step of each algorithm,
+             Monte Carlo EM's against the same step on a model too small to cost anything but
+             Python and dispatch, and the HMC marginal likelihood estimate of 1,000 images, as a
+             share of the wall time of runs with sweep=fig3's evaluation schedule
   curve      both loops trained for --curve-samples with the same settings, ELBO side by side
 and prints a table. Without the dataset's files under --data-root it makes random full-size
 IDX files, and without <data-root>/FreyFace/frey_rawface.mat random frames.
@@ -30,13 +34,15 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from vae_repro.config import AlgorithmConfig, Config, ConfigError, ModelConfig, OptimizerConfig
+from vae_repro.config import AlgorithmConfig, Config, ConfigError, DataConfig, EvalConfig, ModelConfig, OptimizerConfig
 from vae_repro.data import DATASETS, DataError, load_dataset, load_frey_face, write_idx
-from vae_repro.metrics import eval_schedule, evaluate
+from vae_repro.metrics import eval_schedule, evaluate, evaluate_marginal
 from vae_repro.train import Job, resolve_device
 
 LATENT, HIDDEN, INPUT, BATCH, LR = 20, 500, 784, 100, 0.02
 FREY_LATENT, FREY_HIDDEN, FREY_INPUT = 5, 200, 560  # the paper's Frey Face model, N_z = 5
+FIG3_LATENT, FIG3_HIDDEN, FIG3_TRAIN = 3, 100, 1000  # Figure 3's model and its small training set
+FIG3_EVALS_PER_DECADE, FIG3_RUN_SAMPLES = 2, (10_000_000, 60_000_000)  # sweep=fig3's schedule; run lengths
 TEXTBOOK_EVAL_EVERY = 100_000
 PAPER_SAMPLES = 100_000_000
 
@@ -152,7 +158,7 @@ class Project:
     def train(self, samples):
         job = self.job
         for _ in range(samples // BATCH):
-            job.step(job.next_batch(), job.gen)
+            job.step(*job.next_batch(), job.gen)
         sync(job.device)
 
     def evaluate(self):
@@ -196,6 +202,35 @@ def synthetic_root(root: Path) -> Path:
         write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
         write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, n))
     return root
+
+
+def fig3_job(train_x, test_x, algorithm, hidden=FIG3_HIDDEN):
+    cfg = Config(latent_dim=FIG3_LATENT, seed=0, device="cpu", algorithm=AlgorithmConfig(algorithm),
+                 model=ModelConfig(hidden_size=hidden), data=DataConfig(train_size=min(FIG3_TRAIN, len(train_x))),
+                 eval=EvalConfig(marginal="hmc"))
+    return Job(cfg, Path(tempfile.mkdtemp()), data=(train_x, test_x))
+
+
+def step_seconds(job, steps=300):
+    for _ in range(20):
+        job.step(*job.next_batch(), job.gen)
+    return timed(lambda: [job.step(*job.next_batch(), job.gen) for _ in range(steps)])[0] / steps
+
+
+def fig3_costs(train_x, test_x, rounds):
+    """Seconds per training step of each algorithm in Figure 3's setup, Monte Carlo EM's step on
+    a 2-pixel model with 1 hidden unit (what is left is Python and dispatch), and seconds per
+    HMC marginal estimate of one split's first 1,000 images (on the CPU)."""
+    jobs = {name: fig3_job(train_x, test_x, name) for name in ("aevb", "wake_sleep", "mcem")}
+    tiny = torch.randint(0, 256, (FIG3_TRAIN, 2), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    tiny_mcem = fig3_job(tiny, tiny[:100], "mcem", hidden=1)
+    step_s = {name: min(step_seconds(job) for _ in range(rounds)) for name, job in jobs.items()}
+    tiny_s = min(step_seconds(tiny_mcem) for _ in range(rounds))
+    job = jobs["aevb"]
+    marginal_s = min(timed(evaluate_marginal, job.marginal, job.model, job.test_x[:1000], 1, False)[0]
+                     for _ in range(2))
+    elbo_s = sum(timed(evaluate, job.model, x, 1, 1, False)[0] for x in (job.train_x, job.test_x))
+    return step_s, tiny_s, marginal_s, elbo_s
 
 
 def frey_speed(root: Path, device: torch.device, rounds: int, textbook_samples: int, project_samples: int):
@@ -261,6 +296,7 @@ def main():
         peak_rss, peak_private = job_peak_memory_mib(dataset, root) if device.type == "cpu" else (math.nan,) * 2
         frey_tb_rate, frey_pr_rate = frey_speed(args.data_root.resolve(), device, args.rounds,
                                                 args.textbook_samples, args.project_samples)
+        fig3_step_s, fig3_tiny_s, marginal_s, fig3_elbo_s = fig3_costs(train_x, test_x, args.rounds)
 
         tb_rate, pr_rate, ws_rate = args.textbook_samples / tb_train_s, window / pr_train_s, window / ws_train_s
         # End to end: training plus each loop's evaluation policy, per sample.
@@ -292,6 +328,23 @@ def main():
         print(f"\nFrey Face setup (Gaussian decoder, H={FREY_HIDDEN}, N_z={FREY_LATENT}), training only:")
         print(f"{'textbook loop':34}{frey_tb_rate:12,.0f}")
         print(f"{'project step':34}{frey_pr_rate:12,.0f}   ({frey_pr_rate / frey_tb_rate:.2f}x the textbook loop)")
+
+        print(f"\nFigure 3 setup (N_z={FIG3_LATENT}, H={FIG3_HIDDEN}, {FIG3_TRAIN:,} training images), CPU:")
+        for name, seconds in fig3_step_s.items():
+            print(f"{name + ' step':34}{BATCH / seconds:12,.0f} samples/s   ({1e3 * seconds:.2f} ms per step)")
+        print(f"{'mcem step, Python and dispatch':34}{1e3 * fig3_tiny_s:12.2f} ms per step "
+              f"({100 * fig3_tiny_s / fig3_step_s['mcem']:.0f}% of the real step)")
+        print(f"HMC marginal estimate, 1,000 images: {marginal_s:.2f} s per split "
+              f"(ELBO of both splits: {fig3_elbo_s:.2f} s)")
+        for run_samples in FIG3_RUN_SAMPLES:
+            n_evals = len(eval_schedule(10_000, FIG3_EVALS_PER_DECADE, run_samples, BATCH))
+            shares = []
+            for name, seconds in fig3_step_s.items():
+                eval_s = n_evals * (2 * marginal_s + (fig3_elbo_s if name != "mcem" else 0.0))
+                total_s = run_samples / BATCH * seconds + eval_s
+                shares.append(f"{name} {100 * n_evals * 2 * marginal_s / total_s:.1f}% of {total_s / 60:.0f} min")
+            print(f"marginal estimates' wall share, {run_samples:.0e} samples ({n_evals} evaluations): "
+                  + ", ".join(shares))
 
         if args.curve_samples:
             print(f"\nELBO after the same training (N_z={LATENT}, lr={LR}, batch {BATCH}), train / test:")

@@ -21,10 +21,7 @@ import torch  # noqa: E402
 
 from vae_repro.checkpoint import load_run  # noqa: E402
 from vae_repro.data import DATASET_TITLES, IMAGE_SHAPES  # noqa: E402
-
-
-class PlotError(Exception):
-    pass
+from vae_repro.plotting import PlotError  # noqa: E402
 
 
 def manifold_codes(grid: int) -> torch.Tensor:

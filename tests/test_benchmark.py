@@ -15,7 +15,9 @@ def test_benchmark_prints_its_table(data_root):
     for line in ("textbook loop, with its eval", "project, with its eval schedule", "wake-sleep step, training only",
                  "speed-up, end to end:",
                  "FLOP utilization of the step:", "evaluation share of a 1e8 run:", "peak memory of one job:",
-                 "Frey Face setup (Gaussian decoder, H=200, N_z=5)", "x the textbook loop)"):
+                 "Frey Face setup (Gaussian decoder, H=200, N_z=5)", "x the textbook loop)",
+                 "mcem step, Python and dispatch", "HMC marginal estimate, 1,000 images:",
+                 "marginal estimates' wall share, 1e+07 samples"):
         assert line in result.stdout
     assert "4.88 MFLOP per sample" in result.stdout  # 3 x 2 x multiply-adds of the four layers at N_z = 20
 

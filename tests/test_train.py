@@ -4,13 +4,13 @@ import json
 import pytest
 import torch
 
-from vae_repro.config import Config, DataConfig, TrainConfig
+from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
 from vae_repro.data import load_dataset, to_unit_interval
 from vae_repro.algorithms import make_optimizer
 from vae_repro.checkpoint import load_run
-from vae_repro.metrics import METRIC_COLUMNS
+from vae_repro.metrics import METRIC_COLUMNS, metric_columns
 from vae_repro.model import VAE
-from vae_repro.train import Diverged, train
+from vae_repro.train import Diverged, select_train, train
 
 
 def quick_config(data_root, **train_settings) -> Config:
@@ -95,6 +95,29 @@ def test_wake_sleep_raises_the_elbo_and_says_so_in_its_summary(data_root, tmp_pa
     assert summary["status"] == "completed" and summary["algorithm"] == "wake_sleep"
     loaded_cfg, model = load_run(tmp_path)
     assert str(loaded_cfg.algorithm.name) == "wake_sleep"
+
+
+def test_mcem_raises_the_marginal_likelihood_and_logs_no_elbo(data_root, tmp_path):
+    cfg = quick_config(data_root)
+    cfg.algorithm.name = "mcem"
+    cfg.eval = EvalConfig(marginal="hmc", marginal_points=50, marginal_burn_in=50, marginal_samples=20)
+    summary = train(cfg, tmp_path)
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert list(rows[0]) == metric_columns(marginal=True)
+    assert all(r[c] == "" for r in rows for c in ("train_elbo", "test_elbo", "train_kl"))
+    for split in ("train", "test"):
+        assert float(rows[-1][f"{split}_log_px_marginal"]) > float(rows[0][f"{split}_log_px_marginal"]) + 10
+    assert summary["status"] == "completed" and "train_elbo" not in summary
+    assert summary["train_log_px_marginal"] == float(rows[-1]["train_log_px_marginal"])
+
+
+def test_train_size_keeps_the_first_images_and_scales_the_prior(data_root, tmp_path):
+    cfg = quick_config(data_root, max_samples=1000)
+    cfg.data.train_size = 200
+    summary = train(cfg, tmp_path)
+    assert summary["weight_decay"] == pytest.approx(1 / 200)
+    full = load_dataset("mnist", data_root, download=False)[0]
+    assert torch.equal(select_train(cfg, full), full[:200])
 
 
 def test_algorithms_differ_from_the_same_start(data_root, tmp_path):

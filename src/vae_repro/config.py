@@ -37,6 +37,13 @@ class Likelihood(StrEnum):
 class AlgorithmName(StrEnum):
     aevb = "aevb"  # the paper's SGVB estimator on the ELBO
     wake_sleep = "wake_sleep"  # Hinton et al. (1995), the baseline of Figure 2
+    mcem = "mcem"  # Monte Carlo EM: no encoder, HMC on a persistent z per datapoint (Figure 3)
+
+
+# none; hmc: the paper's appendix D, HMC posterior samples, a fitted q(z), 1/p(x) ~ mean q(z)/p(x, z);
+# is: importance sampling with q(z|x) as proposal (needs an encoder). Built by call because `is`
+# is a Python keyword, and OmegaConf matches command-line values to member names.
+MarginalEstimator = StrEnum("MarginalEstimator", [("none", "none"), ("hmc", "hmc"), ("is", "is")])
 
 
 class Device(StrEnum):
@@ -61,11 +68,17 @@ class DataConfig:
     root: str = "data"
     download: bool = True
     binarize: Binarize = Binarize.none
+    train_size: Optional[int] = None  # keep the first N training images; None keeps all
 
 
 @dataclass
 class AlgorithmConfig:
     name: AlgorithmName = AlgorithmName.aevb
+    # Monte Carlo EM only (the paper's appendix E): per minibatch, one HMC move of its z with this
+    # many leapfrog steps, the step size tuned toward the acceptance rate, then m_steps updates of p.
+    hmc_leapfrog_steps: int = 10
+    hmc_target_accept: float = 0.9
+    m_steps: int = 5
 
 
 @dataclass
@@ -92,6 +105,18 @@ class TrainConfig:
 
 
 @dataclass
+class EvalConfig:
+    # The marginal log-likelihood log p(x) on the first marginal_points images of each split, at
+    # every evaluation. marginal_samples: posterior samples per image for hmc (default 50, half to fit
+    # q(z), half to estimate), importance samples per image for is (default 1000).
+    marginal: MarginalEstimator = MarginalEstimator["none"]
+    marginal_points: int = 1000
+    marginal_samples: Optional[int] = None
+    marginal_leapfrog_steps: int = 4  # per HMC move, as in the paper
+    marginal_burn_in: int = 25  # HMC moves before the first sample is kept
+
+
+@dataclass
 class Config:
     latent_dim: int = 20
     seed: int = 0
@@ -102,6 +127,14 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+MARGINAL_SAMPLES = {"hmc": 50, "is": 1000}  # eval.marginal_samples when it is null
+
+
+def marginal_samples(cfg: Config) -> int:
+    return cfg.eval.marginal_samples or MARGINAL_SAMPLES[str(cfg.eval.marginal)]
 
 
 class ConfigError(ValueError):
@@ -129,6 +162,31 @@ def check_config(cfg: Config) -> None:
     decay = cfg.optimizer.weight_decay
     if decay is not None and not (math.isfinite(decay) and decay >= 0):
         raise ConfigError(f"optimizer.weight_decay={decay}: expected a number >= 0, or null for 1 / (prior_std^2 N)")
-    for key, count in (("optimizer.warmup_steps", cfg.optimizer.warmup_steps), ("threads", cfg.threads)):
+    for key, count in (("optimizer.warmup_steps", cfg.optimizer.warmup_steps), ("threads", cfg.threads),
+                       ("eval.marginal_burn_in", cfg.eval.marginal_burn_in)):
         if count < 0:
             raise ConfigError(f"{key}={count}: expected a whole number >= 0")
+    if cfg.data.train_size is not None:
+        _positive_count("data.train_size", cfg.data.train_size)
+    _positive_count("algorithm.hmc_leapfrog_steps", cfg.algorithm.hmc_leapfrog_steps)
+    _positive_count("algorithm.m_steps", cfg.algorithm.m_steps)
+    if not 0 < cfg.algorithm.hmc_target_accept < 1:
+        raise ConfigError(f"algorithm.hmc_target_accept={cfg.algorithm.hmc_target_accept}: expected a number "
+                          "between 0 and 1")
+    _check_marginal(cfg)
+
+
+def _check_marginal(cfg: Config) -> None:
+    estimator = str(cfg.eval.marginal)
+    if estimator == "none":
+        return
+    _positive_count("eval.marginal_points", cfg.eval.marginal_points)
+    _positive_count("eval.marginal_leapfrog_steps", cfg.eval.marginal_leapfrog_steps)
+    if cfg.eval.marginal_samples is not None:
+        _positive_count("eval.marginal_samples", cfg.eval.marginal_samples)
+        if estimator == "hmc" and cfg.eval.marginal_samples < 4:
+            raise ConfigError(f"eval.marginal_samples={cfg.eval.marginal_samples}: eval.marginal=hmc needs at "
+                              "least 4 (half fit q(z), half estimate)")
+    if estimator == "is" and str(cfg.algorithm.name) == "mcem":
+        raise ConfigError("eval.marginal=is: importance sampling proposes from the encoder q(z|x), and "
+                          "algorithm=mcem trains none; use eval.marginal=hmc")

@@ -1,7 +1,7 @@
 """The decoder's p(x|z) per pixel, given the decoder's output layer `out` and data x in [0, 1].
 
-Each likelihood gives the log-density, the negative log-density with its gradient with
-respect to `out` (for the hand-written backward passes), the mean (for pictures) and a
+Each likelihood gives the log-density, the negative log-density per row with its gradient
+with respect to `out` (for the hand-written backward passes and HMC), the mean (for pictures) and a
 sample (for wake-sleep's dreams). The model holds one, chosen when it is built.
 """
 import math
@@ -21,9 +21,9 @@ class BernoulliPixels:
         return -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").sum(-1)
 
     def nll_backward(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """scale * -sum log p(x|z), and its gradient with respect to `out`."""
-        loss = F.binary_cross_entropy_with_logits(out, x, reduction="sum") * scale
-        return loss, torch.sigmoid(out).sub_(x).mul_(scale)
+        """-log p(x|z) of each row, and the gradient of scale * their sum with respect to `out`."""
+        nll = F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
+        return nll, torch.sigmoid(out).sub_(x).mul_(scale)
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(out)
@@ -54,17 +54,17 @@ class GaussianPixels:
         return -0.5 * (LOG_2PI + logvar + (x - mean).square() * torch.exp(-logvar)).sum(-1)
 
     def nll_backward(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """scale * -sum log p(x|z), and its gradient with respect to `out`."""
+        """-log p(x|z) of each row, and the gradient of scale * their sum with respect to `out`."""
         mean, logvar = self._mean_logvar(out)
         inv_var = torch.exp(-logvar)
         residual = x - mean
         scaled_sq = residual.square().mul_(inv_var)
-        loss = 0.5 * (LOG_2PI + logvar + scaled_sq).sum() * scale
+        nll = 0.5 * (LOG_2PI + logvar + scaled_sq).sum(-1)
         d_mean_pre = residual.mul_(inv_var).mul_(mean * (mean - 1.0)).mul_(scale)
         d_logvar = scaled_sq.neg_().add_(1.0).mul_(0.5 * scale)
         if self.logvar_min is not None:  # no gradient below the floor, as for a clamp
             d_logvar.mul_(out.chunk(2, dim=-1)[1] > self.logvar_min)
-        return loss, torch.cat([d_mean_pre, d_logvar], dim=-1)
+        return nll, torch.cat([d_mean_pre, d_logvar], dim=-1)
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return self._mean_logvar(out)[0]

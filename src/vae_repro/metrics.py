@@ -1,5 +1,5 @@
-"""What a job measures and records: the ELBO on whole datasets, when it is measured,
-metrics.csv and summary.json."""
+"""What a job measures and records: the ELBO on whole datasets, the marginal likelihood of
+their first images, when they are measured, metrics.csv and summary.json."""
 import json
 import math
 import os
@@ -12,7 +12,12 @@ from vae_repro.model import VAE
 
 METRIC_COLUMNS = ["samples", "train_elbo", "train_log_px", "train_kl",
                   "test_elbo", "test_log_px", "test_kl", "wall_s"]
+MARGINAL_COLUMNS = ["train_log_px_marginal", "test_log_px_marginal"]
 EVAL_CHUNK = 5_000  # rows per forward pass in evaluation: large matmuls, bounded memory
+
+
+def metric_columns(marginal: bool) -> list[str]:
+    return METRIC_COLUMNS[:-1] + MARGINAL_COLUMNS + METRIC_COLUMNS[-1:] if marginal else METRIC_COLUMNS
 
 
 def eval_schedule(start: int, per_decade: int, max_samples: int, batch_size: int) -> list[int]:
@@ -44,18 +49,30 @@ def evaluate(model: VAE, x: torch.Tensor, mc_samples: int, seed: int, binarize_d
     return log_px - kl, log_px, kl
 
 
-class MetricsLog:
-    """metrics.csv, cut back to the rows a checkpoint vouches for, then appended row by row."""
+@torch.inference_mode()
+def evaluate_marginal(estimator, model: VAE, x: torch.Tensor, seed: int, binarize_dynamic: bool) -> float:
+    """The average estimated log p(x) of the uint8 images `x`, with the same noise at every call."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    x = to_unit_interval(x)
+    if binarize_dynamic:
+        x = torch.bernoulli(x, generator=gen)
+    return estimator(model, x, gen=gen).double().mean().item()
 
-    def __init__(self, path: Path, keep_rows: int):
+
+class MetricsLog:
+    """metrics.csv, cut back to the rows a checkpoint vouches for, then appended row by row; a
+    column a job does not measure (the ELBO of Monte Carlo EM) is left empty."""
+
+    def __init__(self, path: Path, columns: list[str], keep_rows: int):
+        self.columns = columns
         lines = path.read_text().splitlines(keepends=True)[: keep_rows + 1] if keep_rows else []
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(lines) or ",".join(METRIC_COLUMNS) + "\n")
+        tmp.write_text("".join(lines) or ",".join(columns) + "\n")
         os.replace(tmp, path)
         self.file = open(path, "a")
 
     def write(self, row: dict) -> None:
-        self.file.write(",".join(repr(row[c]) for c in METRIC_COLUMNS) + "\n")
+        self.file.write(",".join(repr(row[c]) if c in row else "" for c in self.columns) + "\n")
         self.file.flush()
 
     def close(self) -> None:

@@ -86,16 +86,19 @@ class VAE(nn.Module):
         _set_grads(self.enc_out, d_enc_out, h_enc)
         _set_grads(self.enc_hidden, d_enc_hidden, x)
 
+    def _decoder_forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h_dec = self.act(torch.addmm(self.dec_hidden.bias, z, self.dec_hidden.weight.t()))
+        return h_dec, torch.addmm(self.dec_out.bias, h_dec, self.dec_out.weight.t())
+
     def _decoder_nll_backward(self, z: torch.Tensor, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """scale * -sum log p(x|z) over the rows of z and x, its gradient written into the decoder's
         .grad, and its gradient with respect to the decoder's hidden pre-activation."""
-        h_dec = self.act(torch.addmm(self.dec_hidden.bias, z, self.dec_hidden.weight.t()))
-        out = torch.addmm(self.dec_out.bias, h_dec, self.dec_out.weight.t())
-        loss, d_out = self.likelihood.nll_backward(out, x, scale)
+        h_dec, out = self._decoder_forward(z)
+        nll, d_out = self.likelihood.nll_backward(out, x, scale)
         d_dec_hidden = d_out.mm(self.dec_out.weight).mul_(self.act_grad(h_dec))
         _set_grads(self.dec_out, d_out, h_dec)
         _set_grads(self.dec_hidden, d_dec_hidden, z)
-        return loss, d_dec_hidden
+        return nll.sum() * scale, d_dec_hidden
 
     @torch.no_grad()
     def negative_elbo_backward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -121,11 +124,29 @@ class VAE(nn.Module):
         n_samples, batch = eps.shape[0], x.shape[0]
         _, mean, logvar = self._encoder_forward(x)
         z = (mean + torch.exp(0.5 * logvar) * eps).view(n_samples * batch, -1)
-        xs = x.repeat(n_samples, 1) if n_samples > 1 else x
-        for p in self.parameters():
-            p.grad = None
-        loss, _ = self._decoder_nll_backward(z, xs, 1.0 / (n_samples * batch))
+        return self.decoder_backward(z, x.repeat(n_samples, 1) if n_samples > 1 else x)
+
+    @torch.no_grad()
+    def decoder_backward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) averaged over the rows of the pairs (z, x), with its gradient in the decoder's
+        .grad only: the wake phase, and Monte Carlo EM's M-step."""
+        for layer in (self.enc_hidden, self.enc_out):
+            layer.weight.grad = layer.bias.grad = None
+        loss, _ = self._decoder_nll_backward(z, x, 1.0 / len(x))
         return loss
+
+    @torch.no_grad()
+    def log_joint(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) + log p(z) of each row."""
+        return self.likelihood.log_prob(self.decode(z), x) + standard_normal_log_prob(z)
+
+    @torch.no_grad()
+    def log_joint_and_grad(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """log p(x|z) + log p(z) of each row and its gradient with respect to z: what HMC needs."""
+        h_dec, out = self._decoder_forward(z)
+        nll, d_out = self.likelihood.nll_backward(out, x, 1.0)
+        d_z = d_out.mm(self.dec_out.weight).mul_(self.act_grad(h_dec)).mm(self.dec_hidden.weight)
+        return standard_normal_log_prob(z) - nll, d_z.neg_().sub_(z)
 
     @torch.no_grad()
     def dream(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -142,7 +163,12 @@ class VAE(nn.Module):
         diff = z - mean
         sq = diff.square() * inv_var
         loss = 0.5 * (LOG_2PI + logvar + sq).sum() / batch
-        for p in self.parameters():
-            p.grad = None
+        for layer in (self.dec_hidden, self.dec_out):
+            layer.weight.grad = layer.bias.grad = None
         self._encoder_backward(x, h_enc, -diff * inv_var / batch, (1.0 - sq) * (0.5 / batch))
         return loss
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """log N(z; 0, I) of each row."""
+    return -0.5 * (z.square().sum(-1) + z.shape[-1] * LOG_2PI)

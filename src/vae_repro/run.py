@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vae_repro.config import Config, ConfigError, check_config
 from vae_repro.data import DataError, load_dataset
-from vae_repro.train import Diverged, resolve_device, train
+from vae_repro.train import Diverged, resolve_device, select_train, train
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ConfigStore.instance().store(name="config_schema", node=Config)
@@ -80,19 +80,21 @@ def precheck(argv: list[str]) -> int:
     if any(f not in ("-m", "--multirun") for f in flags):
         return 1  # --help, --cfg, -cn ...: Hydra's own options, left to Hydra
     overrides = [a for a in argv if not a.startswith("-")]
-    datasets, devices = set(), set()
+    cfgs: list[Config] = []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="precheck"):
         jobs, hydra_cfg = _jobs(overrides, multirun=bool(flags))
         for job in jobs:
-            cfg: Config = OmegaConf.to_object(compose("config", overrides=job))
-            check_config(cfg)
-            datasets.add((str(cfg.data.name), to_absolute_path(cfg.data.root), cfg.data.download))
-            devices.add(str(cfg.device))
+            cfgs.append(OmegaConf.to_object(compose("config", overrides=job)))
+            check_config(cfgs[-1])
     if "Slurm" not in str(hydra_cfg.launcher.get("_target_")):  # a login node may lack the jobs' GPU
-        for device in devices:
+        for device in {str(cfg.device) for cfg in cfgs}:
             resolve_device(device)
-    for name, root, download in datasets:
-        load_dataset(name, root, download)  # downloads once here, not once per job
+    train_sets = {}
+    for cfg in cfgs:
+        data = (str(cfg.data.name), to_absolute_path(cfg.data.root), cfg.data.download)
+        if data not in train_sets:
+            train_sets[data] = load_dataset(*data)[0]  # downloads once here, not once per job
+        select_train(cfg, train_sets[data])
     return jobs_at_once(hydra_cfg.launcher, len(jobs))
 
 

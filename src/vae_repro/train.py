@@ -23,7 +23,8 @@ from vae_repro.checkpoint import (StopSignals, build_model, config_dict, load_ch
                                   save_model, set_rng_states)
 from vae_repro.config import Config, ConfigError, check_config
 from vae_repro.data import load_dataset, to_unit_interval
-from vae_repro.metrics import MetricsLog, eval_schedule, evaluate, write_summary
+from vae_repro.marginal import make_estimator
+from vae_repro.metrics import MetricsLog, eval_schedule, evaluate, evaluate_marginal, metric_columns, write_summary
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,10 @@ def resolve_device(name: str) -> torch.device:
 
 def prepare_data(cfg: Config, device: torch.device,
                  data: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training and test images as uint8 [N, D] on `device`, binarized once if `data.binarize=static`."""
+    """Training and test images as uint8 [N, D] on `device`: the first `data.train_size` training
+    images if set, binarized once if `data.binarize=static`."""
     train_x, test_x = data if data is not None else load_dataset(str(cfg.data.name), cfg.data.root, cfg.data.download)
+    train_x = select_train(cfg, train_x)
     if len(train_x) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size}: larger than the {len(train_x)} training images")
     if str(cfg.data.binarize) == "static":
@@ -53,6 +56,15 @@ def prepare_data(cfg: Config, device: torch.device,
         train_x, test_x = (torch.bernoulli(to_unit_interval(x), generator=gen).mul_(255).to(torch.uint8)
                            for x in (train_x, test_x))
     return train_x.to(device), test_x.to(device)
+
+
+def select_train(cfg: Config, train_x: torch.Tensor) -> torch.Tensor:
+    size = cfg.data.train_size
+    if size is None:
+        return train_x
+    if size > len(train_x):
+        raise ConfigError(f"data.train_size={size}: {cfg.data.name} has only {len(train_x)} training images")
+    return train_x[:size]
 
 
 def weight_decay(cfg: Config, n_train: int) -> float:
@@ -76,8 +88,12 @@ class Job:
         self.weight_decay = weight_decay(cfg, len(self.train_x))
         self.optimizer, self.lr_schedule = make_optimizer(self.model, cfg.optimizer.lr, self.weight_decay,
                                                           cfg.optimizer.warmup_steps)
-        self.step = STEPS[str(cfg.algorithm.name)](self.model, self.optimizer, cfg.train.mc_samples)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.step, self.algorithm_state = STEPS[str(cfg.algorithm.name)](self.model, self.optimizer, cfg,
+                                                                          len(self.train_x), self.gen)
+        self.has_encoder = str(cfg.algorithm.name) != "mcem"  # Monte Carlo EM has no q(z|x), so no ELBO
+        self.marginal = make_estimator(cfg)
+        self.columns = metric_columns(self.marginal is not None)
         self.schedule = eval_schedule(int(cfg.train.eval_start), cfg.train.eval_points_per_decade,
                                       int(cfg.train.max_samples), cfg.train.batch_size)
         self.settings = config_dict(cfg)
@@ -93,50 +109,62 @@ class Job:
     def save_checkpoint(self) -> None:
         save_atomic({"config": self.settings, "model": self.model.state_dict(),
                      "optimizer": self.optimizer.state_dict(), "lr_schedule": self.lr_schedule.state_dict(),
-                     "rng": rng_states(self.gen), "state": self.state}, self.ckpt_path)
+                     "algorithm_state": self.algorithm_state, "rng": rng_states(self.gen), "state": self.state},
+                    self.ckpt_path)
 
     def restore(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if "lr_schedule" in ckpt:  # absent from checkpoints made before the warm-up existed
             self.lr_schedule.load_state_dict(ckpt["lr_schedule"])
+        for key, value in ckpt.get("algorithm_state", {}).items():
+            self.algorithm_state[key].copy_(value)
         set_rng_states(self.gen, ckpt["rng"])
         self.state = ckpt["state"]
         if self.state["perm"] is not None:
             self.state["perm"] = self.state["perm"].to(self.device)
 
-    def next_batch(self) -> torch.Tensor:
-        """The next minibatch in [0, 1]: epochs in a fresh random order, the remainder dropped."""
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next minibatch in [0, 1] and its images' indices: epochs in a fresh random order, the
+        remainder dropped."""
         state, batch = self.state, self.cfg.train.batch_size
         if state["pos"] + batch > len(self.train_x):
             state["perm"], state["pos"] = torch.randperm(len(self.train_x), generator=self.gen, device=self.device), 0
-        x = to_unit_interval(self.train_x[state["perm"][state["pos"]:state["pos"] + batch]])
+        idx = state["perm"][state["pos"]:state["pos"] + batch]
+        x = to_unit_interval(self.train_x[idx])
         state["pos"] += batch
         if str(self.cfg.data.binarize) == "dynamic":
             x = torch.bernoulli(x, generator=self.gen)
-        return x
+        return x, idx
 
     def clock(self) -> float:
         self.state["wall_s"] = time.perf_counter() - self.started
         return self.state["wall_s"]
 
     def evaluate(self, metrics: MetricsLog) -> dict:
-        """The ELBO of both whole splits, written as one row of metrics.csv."""
+        """The ELBO of both whole splits (for a model with an encoder) and the marginal log-likelihood
+        of their first images (if `eval.marginal` is set), written as one row of metrics.csv."""
         mc, seed, dynamic = self.cfg.train.mc_samples, self.cfg.seed + 1, str(self.cfg.data.binarize) == "dynamic"
         row = {"samples": self.state["samples"]}
         for split, x in (("train", self.train_x), ("test", self.test_x)):
-            row[f"{split}_elbo"], row[f"{split}_log_px"], row[f"{split}_kl"] = evaluate(self.model, x, mc, seed, dynamic)
+            if self.has_encoder:
+                row[f"{split}_elbo"], row[f"{split}_log_px"], row[f"{split}_kl"] = evaluate(self.model, x, mc, seed,
+                                                                                           dynamic)
+            if self.marginal is not None:
+                row[f"{split}_log_px_marginal"] = evaluate_marginal(self.marginal, self.model,
+                                                                    x[:self.cfg.eval.marginal_points], seed, dynamic)
         row["wall_s"] = self.clock()
         metrics.write(row)
         self.state["rows"] += 1
-        self.state["last"] = {"train_elbo": row["train_elbo"], "test_elbo": row["test_elbo"]}
+        self.state["last"] = {k: v for k, v in row.items() if k.endswith(("_elbo", "_marginal"))}
         return row
 
     def summary(self, status: str, message: str = "") -> dict:
         state = self.state
         s = {"status": status, "message": message, "samples": state["samples"], **state["last"],
              "wall_s": state["wall_s"], "samples_per_s": state["samples"] / max(state["wall_s"], 1e-9),
-             "device": str(self.device), "threads": torch.get_num_threads(), "weight_decay": self.weight_decay,
+             "device": str(self.device), "threads": torch.get_num_threads(), "n_train": len(self.train_x),
+             "weight_decay": self.weight_decay,
              "algorithm": str(self.cfg.algorithm.name), "latent_dim": self.cfg.latent_dim, "lr": self.cfg.optimizer.lr}
         write_summary(self.out, s)
         return s
@@ -161,14 +189,14 @@ class Job:
         next_ckpt = (state["samples"] // ckpt_every + 1) * ckpt_every
         check_every = 1 if self.device.type == "cpu" else 100  # a finiteness check is a host sync on a GPU
         loss_sum = torch.zeros((), device=self.device)
-        metrics = MetricsLog(self.out / "metrics.csv", keep_rows=state["rows"])
+        metrics = MetricsLog(self.out / "metrics.csv", self.columns, keep_rows=state["rows"])
         bar = tqdm(total=schedule[-1], initial=state["samples"], unit="sample", unit_scale=True, dynamic_ncols=True,
                    desc=f"{self.cfg.algorithm.name} N_z={self.cfg.latent_dim}", disable=not self.cfg.train.progress)
         try:
             with StopSignals() as stop, logging_redirect_tqdm():
                 self.summary("running")
                 while state["samples"] < schedule[-1] and stop.received is None:
-                    loss_sum += self.step(self.next_batch(), self.gen)
+                    loss_sum += self.step(*self.next_batch(), self.gen)
                     self.lr_schedule.step()
                     state["samples"] += batch
                     state["steps"] += 1
@@ -180,7 +208,7 @@ class Job:
                     if at_eval:
                         row = self.evaluate(metrics)
                         next_eval += 1
-                        bar.set_postfix(train_elbo=f"{row['train_elbo']:.2f}", test_elbo=f"{row['test_elbo']:.2f}")
+                        bar.set_postfix({k: f"{v:.2f}" for k, v in state["last"].items()})
                     if at_ckpt:
                         self.clock()
                         self.save_checkpoint()

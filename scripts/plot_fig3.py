@@ -1,0 +1,61 @@
+"""Figure 3 of Kingma & Welling (2013) from run dirs: marginal log-likelihood against samples.
+
+    python scripts/plot_fig3.py outputs/multirun/2026-11-26/12-00-00 [more dirs] --out fig3.png
+
+Finds every metrics.csv below the given dirs whose job estimated the marginal likelihood
+(`eval.marginal=hmc` or `is`, as `sweep=fig3` sets), and draws one panel per training-set
+size (`data.train_size`), left to right from the smallest: each algorithm's estimated
+log p(x) on the first images of the train split (solid) and the test split (dashed), against
+training samples in millions on a linear axis, as in the paper. Seeds are drawn as their mean
+with a min-max band. A metrics.csv still being written is fine: its unfinished last line is
+ignored.
+"""
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from vae_repro import plotting  # noqa: E402
+
+COLUMNS = ("train_log_px_marginal", "test_log_px_marginal")
+NAMES = {"wake_sleep": "Wake-Sleep", "mcem": "MCEM", "aevb": "AEVB"}  # the paper's legend, in its order
+PAPER_YLIM = (-160.0, -100.0)
+
+
+def read_runs(dirs: list[Path]) -> pd.DataFrame:
+    return plotting.read_runs(dirs, ["samples", *COLUMNS])
+
+
+def panel_order(n_train: str) -> tuple[int, int]:
+    return (1, 0) if n_train == "all" else (0, int(n_train))
+
+
+def plot(rows: pd.DataFrame) -> plt.Figure:
+    sizes = sorted(rows["n_train"].unique(), key=panel_order)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False)
+    ylim = plotting.y_range(rows[list(COLUMNS)].to_numpy(), PAPER_YLIM)
+    for ax, size in zip(axes[0], sizes):
+        panel = rows[rows["n_train"] == size]
+        plotting.draw_curves(ax, panel, COLUMNS, NAMES, x_unit=1e6)
+        latent = ", ".join(str(d) for d in sorted(panel["latent_dim"].unique()))
+        ax.set_title(f"$N_{{train}}$ = {size}, $N_z$ = {latent}")
+        ax.set_xlabel("# training samples evaluated (millions)")
+        ax.set_xlim(left=0)
+        ax.set_ylim(*ylim)
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("marginal log-likelihood")
+    axes[0][-1].legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    return plotting.figure_main(__doc__, "fig3.png", lambda dirs: plot(read_runs(dirs)), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
