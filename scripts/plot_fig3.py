@@ -31,10 +31,12 @@ def read_runs(dirs: list[Path]) -> pd.DataFrame:
 
 
 def panel_order(n_train: str) -> tuple[int, int]:
+    """Smallest training set first; "all" (a job whose size is not recorded) last."""
     return (1, 0) if n_train == "all" else (0, int(n_train))
 
 
 def plot(rows: pd.DataFrame) -> plt.Figure:
+    """One panel per training-set size, all sharing one y range."""
     sizes = sorted(rows["n_train"].unique(), key=panel_order)
     fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.6), squeeze=False)
     ylim = plotting.y_range(rows[list(COLUMNS)].to_numpy(), PAPER_YLIM)
