@@ -70,6 +70,21 @@ def test_fig2_sweep_runs_both_algorithms_for_the_papers_latent_sizes():
     assert len(aevb_alone) == 5 and algorithms(aevb_alone) == ["algorithm=aevb"] * 5
 
 
+def test_mcem_turns_on_the_marginal_likelihood_unless_told_otherwise():
+    assert str(OmegaConf.to_object(compose_config(["algorithm=mcem"])).eval.marginal) == "hmc"
+    assert str(OmegaConf.to_object(compose_config(["algorithm=mcem", "eval.marginal=none"])).eval.marginal) == "none"
+    assert str(OmegaConf.to_object(compose_config(["algorithm=aevb"])).eval.marginal) == "none"
+
+
+def test_fig3_sweep_runs_three_algorithms_on_two_training_set_sizes():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        jobs, _ = _jobs(["sweep=fig3"], multirun=True)
+        cfgs = [OmegaConf.to_object(compose("config", overrides=job)) for job in jobs]
+    assert sorted((str(c.algorithm.name), c.data.train_size or 0) for c in cfgs) == sorted(
+        (a, n) for a in ("aevb", "wake_sleep", "mcem") for n in (1000, 0))  # 0: all
+    assert {(c.latent_dim, c.model.hidden_size, str(c.eval.marginal)) for c in cfgs} == {(3, 100, "hmc")}
+
+
 @pytest.mark.parametrize("launcher,n_jobs,expected", [
     ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 10, 1),
     ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -1}, 10, "cores"),
