@@ -196,3 +196,18 @@ def test_gaussian_dreams_are_draws_around_the_decoder_mean():
     mean_pre, logvar = model.decode(z[:1]).chunk(2, -1)
     assert torch.allclose(x.mean(0), torch.sigmoid(mean_pre)[0], atol=0.02)
     assert torch.allclose(x.var(0), torch.exp(logvar)[0], rtol=0.05)
+
+
+@pytest.mark.parametrize("likelihood", [None, GaussianPixels()], ids=["bernoulli", "gaussian"])
+@pytest.mark.parametrize("activation", ["tanh", "softplus"])
+def test_log_joint_and_its_gradient_in_z_equal_autograd(likelihood, activation):
+    torch.manual_seed(0)
+    model = VAE(input_dim=12, hidden_size=7, latent_dim=3, activation=activation, init_std=0.5,
+                likelihood=likelihood).double()
+    x, z = torch.rand(5, 12, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    reference = model.likelihood.log_prob(model.decode(z), x) - 0.5 * (z.square().sum(-1) + 3 * math.log(2 * math.pi))
+    (expected_grad,) = torch.autograd.grad(reference.sum(), z)
+    log_joint, grad = model.log_joint_and_grad(z.detach(), x)
+    assert torch.allclose(log_joint, reference.detach()) and torch.allclose(model.log_joint(z.detach(), x), log_joint)
+    assert torch.allclose(grad, expected_grad)
+    assert all(p.grad is None for p in model.parameters())  # HMC's gradient leaves the weights alone

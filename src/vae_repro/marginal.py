@@ -41,8 +41,9 @@ def hmc_log_marginal(model, x: torch.Tensor, n_samples: int, leapfrog_steps: int
     tuned per chain toward 90% acceptance, then `n_samples` kept moves with those step sizes fixed.
     Each chain starts at the best of PRIOR_DRAWS draws from the prior and the encoder's mean: the
     posteriors of these models have several modes, and a chain started at one prior draw often
-    stays in a minor one, which puts the estimate tens of nats low. A Gaussian q(z) with full covariance is fitted to the first half of each
-    chain's samples, and 1/p(x) is estimated by the mean of q(z)/p(x, z) over the second half.
+    stays in a minor one, which puts the estimate tens of nats low. A Gaussian q(z) with full
+    covariance is fitted to the first half of each chain's samples, and 1/p(x) is estimated by
+    the mean of q(z)/p(x, z) over the second half.
     The chain's squared step size is added to q's variances: a chain that was stuck while q was
     fitted would otherwise give q no width, and a later move an estimate without bound."""
     def log_density_and_grad(z):
