@@ -22,6 +22,11 @@ PRIOR_DRAWS = 100  # candidate starting points of each HMC chain
 ROWS_PER_PASS = 20_000  # samples x datapoints per decoder pass: bounded memory
 
 
+def _log_joint_per_draw(model, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x, z) as [K, B] for K draws z [K, B, N_z] of each of the B rows of x, in one decoder pass."""
+    return model.log_joint(z.flatten(0, 1), x.repeat(len(z), 1)).view(len(z), len(x))
+
+
 def _chain_starts(model, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """For each row of x, the z with the highest p(x, z) among PRIOR_DRAWS draws from N(0, I) and
     the encoder's mean (an untrained encoder's mean is just one more guess)."""
@@ -29,7 +34,7 @@ def _chain_starts(model, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     for chunk in x.split(max(1, ROWS_PER_PASS // (PRIOR_DRAWS + 1))):
         z = torch.randn(PRIOR_DRAWS, len(chunk), model.latent_dim, generator=gen, dtype=x.dtype, device=x.device)
         z = torch.cat([z, model.encode(chunk)[0].unsqueeze(0)])
-        log_joint = model.log_joint(z.flatten(0, 1), chunk.repeat(len(z), 1)).view(len(z), len(chunk))
+        log_joint = _log_joint_per_draw(model, z, chunk)
         best.append(z[log_joint.argmax(0), torch.arange(len(chunk), device=x.device)])
     return torch.cat(best)
 
@@ -81,8 +86,7 @@ def is_log_marginal(model, x: torch.Tensor, n_samples: int, gen: torch.Generator
         eps = torch.randn(n_samples, *mean.shape, generator=gen, dtype=mean.dtype, device=x.device)
         z = mean + torch.exp(0.5 * logvar) * eps  # [K, B, N_z]
         log_q = -0.5 * (LOG_2PI + logvar + eps.square()).sum(-1)
-        log_joint = model.log_joint(z.flatten(0, 1), chunk.repeat(n_samples, 1)).view(n_samples, len(chunk))
-        estimates.append(torch.logsumexp(log_joint - log_q, 0) - math.log(n_samples))
+        estimates.append(torch.logsumexp(_log_joint_per_draw(model, z, chunk) - log_q, 0) - math.log(n_samples))
     return torch.cat(estimates)
 
 
