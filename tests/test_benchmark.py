@@ -16,6 +16,7 @@ def test_benchmark_prints_its_table(data_root):
                  "speed-up, end to end:",
                  "FLOP utilization of the step:", "evaluation share of a 1e8 run:", "peak memory of one job:",
                  "Frey Face setup (Gaussian decoder, H=200, N_z=5)", "x the textbook loop)",
+                 "its matrix products alone",
                  "mcem step, Python and dispatch", "HMC marginal estimate, 1,000 images:",
                  "marginal estimates' wall share, 1e+07 samples"):
         assert line in result.stdout
