@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from vae_repro.checkpoint import load_run  # noqa: E402
+from vae_repro.checkpoint import CheckpointError, load_run  # noqa: E402
 from vae_repro.data import DATASET_TITLES, IMAGE_SHAPES  # noqa: E402
 from vae_repro.plotting import PlotError  # noqa: E402
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--grid must be at least 1")
     try:
         fig = draw(args.run_dir, args.manifold, grid, args.seed)
-    except PlotError as e:
+    except (PlotError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = args.out or args.run_dir / ("manifold.png" if args.manifold else "samples.png")

@@ -205,8 +205,7 @@ def test_diverging_job_fails_alone_and_is_listed(data_root, tmp_path):
                      tmp_path)
     assert result.returncode == 1
     assert "diverged: non-finite loss at step" in result.stderr and "optimizer.lr=100.0" in result.stderr
-    last = result.stderr.strip().splitlines()[-2:]
-    assert last[0] == "1 job(s) did not complete:"
-    assert last[1].startswith("  sweep/0: diverged diverged: non-finite loss")
+    assert result.stderr.strip().splitlines()[-1].startswith(f"{tmp_path / 'sweep' / '0'}: diverged: non-finite loss")
+    assert result.stdout.strip().splitlines()[-1] == f"1 of 2 jobs completed; outputs in {tmp_path / 'sweep'}"
     assert json.loads((tmp_path / "sweep" / "0" / "summary.json").read_text())["status"] == "diverged"
     assert json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())["status"] == "completed"

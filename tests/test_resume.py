@@ -1,6 +1,7 @@
 """A run killed in the middle and started again ends exactly where an uninterrupted run ends."""
 import csv
 import json
+import resource
 import signal
 import subprocess
 import sys
@@ -67,14 +68,14 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(sig, algorithm, referen
     assert 0 < summary["samples"] < 100_000
     if sig == signal.SIGTERM:  # a polite stop checkpoints where it stands
         assert summary["status"] == "interrupted" and "run the same command" in summary["message"]
-        checkpoint = torch.load(job / "checkpoint.pt", weights_only=False)
+        checkpoint = torch.load(job / "checkpoint.pt", weights_only=True)
         assert checkpoint["state"]["samples"] == summary["samples"]
 
     result = run_cli(args, tmp_path)  # the same command again
     assert result.returncode == 0, result.stderr
     assert rows_without_wall_time(job) == rows_without_wall_time(reference)
-    resumed = torch.load(job / "model.pt", weights_only=False)["state_dict"]
-    uninterrupted = torch.load(reference / "model.pt", weights_only=False)["state_dict"]
+    resumed = torch.load(job / "model.pt", weights_only=True)["state_dict"]
+    uninterrupted = torch.load(reference / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
     assert json.loads((job / "summary.json").read_text())["status"] == "completed"
 
@@ -128,5 +129,75 @@ def test_slurm_warning_signal_checkpoints_then_reaches_the_previous_handler(data
     assert (tmp_path / "handed_on").read_text() == "SIGUSR2"
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "interrupted"
-    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert checkpoint["state"]["samples"] == summary["samples"] > 10_000
+
+
+def snapshot(run_dir):
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("algorithm", ["aevb"], scope="module")
+def test_a_second_command_into_a_busy_dir_is_refused_and_the_first_resumes_after_a_kill(algorithm, reference,
+                                                                                        data_root, tmp_path):
+    args = [f"data.root={data_root}", *ALGORITHM_ARGS[algorithm], *LONG, "hydra.run.dir=job"]
+    job = tmp_path / "job"
+    first = start(args, tmp_path)
+    wait_for_checkpoint(job, first)
+    first.send_signal(signal.SIGSTOP)  # holds the dir, writes nothing while the second command runs
+    try:
+        before = snapshot(job)
+        second = run_cli(args, tmp_path)
+        assert second.returncode == 2
+        assert second.stderr == (f"error: {job}: a job (pid {first.pid}) is training in this dir right now; wait for "
+                                 "it to end, stop it, or choose another output dir\n")
+        assert snapshot(job) == before
+        sweep = run_cli(["-m", "latent_dim=20,30", *args[:-1], "hydra.sweep.dir=.", "hydra.sweep.subdir=job"],
+                        tmp_path)  # a sweep whose first job's dir is taken: refused before any job starts
+        assert sweep.returncode == 2 and f"error: {job}: a job (pid {first.pid})" in sweep.stderr
+        assert snapshot(job) == before
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    result = run_cli(args, tmp_path)  # the same command again, once the holder is dead
+    assert result.returncode == 0, result.stderr
+    assert rows_without_wall_time(job) == rows_without_wall_time(reference)
+    resumed = torch.load(job / "model.pt", weights_only=True)["state_dict"]
+    uninterrupted = torch.load(reference / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+
+
+def limit_file_size(max_bytes):
+    """For a child process: writing a file past `max_bytes` fails (EFBIG), as on a full disk."""
+    def set_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # an error from write(), not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return set_limit
+
+
+@pytest.mark.parametrize("algorithm", ["aevb"], scope="module")
+def test_a_failed_checkpoint_write_keeps_the_previous_one_which_resumes(algorithm, reference, data_root, tmp_path):
+    args = [f"data.root={data_root}", *ALGORITHM_ARGS[algorithm], *LONG, "hydra.run.dir=job"]
+    job = tmp_path / "job"
+    process = start(args, tmp_path)
+    wait_for_checkpoint(job, process)
+    process.kill()
+    process.wait(timeout=60)
+    kept = (job / "checkpoint.pt").read_bytes()
+    samples = torch.load(job / "checkpoint.pt", weights_only=True)["state"]["samples"]
+
+    result = subprocess.run([sys.executable, "-m", "vae_repro.run", *args], cwd=tmp_path, capture_output=True,
+                            text=True, preexec_fn=limit_file_size(1_000_000))
+    assert result.returncode == 1
+    message = (f"{job}: failed: {job / 'checkpoint.pt'}: could not be written (File too large); the previous "
+               f"checkpoint, at {samples} samples, is kept: run the same command to resume from it once there is room")
+    assert message in result.stderr
+    assert (job / "checkpoint.pt").read_bytes() == kept and not (job / "checkpoint.tmp").exists()
+    assert json.loads((job / "summary.json").read_text())["status"] == "failed"
+
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert rows_without_wall_time(job) == rows_without_wall_time(reference)
+    resumed = torch.load(job / "model.pt", weights_only=True)["state_dict"]
+    uninterrupted = torch.load(reference / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)

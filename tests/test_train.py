@@ -47,7 +47,7 @@ def test_load_run_gives_back_config_and_trained_model(data_root, tmp_path):
     train(cfg, tmp_path)
     loaded_cfg, model = load_run(tmp_path)
     assert loaded_cfg == cfg
-    saved = torch.load(tmp_path / "model.pt", weights_only=False)["state_dict"]
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
     _, test_x = load_dataset("mnist", data_root, download=False)
     log_px, kl = model(to_unit_interval(test_x[:5]), torch.zeros(1, 5, cfg.latent_dim))

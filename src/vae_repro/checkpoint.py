@@ -1,10 +1,17 @@
 """Saving and restoring a job: atomic files, random states, the settings check on resume,
-stop signals that leave time to checkpoint, and `load_run` for finished runs."""
+stop signals that leave time to checkpoint, and `load_run` for finished runs.
+
+Files are read with `torch.load(weights_only=True)`: tensors and plain data only, so a
+checkpoint or model file from elsewhere cannot run code when it is loaded.
+"""
+import io
 import json
 import os
 import random
+import re
 import signal
 import threading
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +24,21 @@ from vae_repro.likelihoods import BernoulliPixels, GaussianPixels
 from vae_repro.model import VAE
 
 # Keys that may change between a run and its resumption; any other change is refused.
-RESUMABLE_CHANGES = {"train.max_samples", "train.checkpoint_every", "train.progress", "threads"}
+RESUMABLE_CHANGES = {"train.max_samples", "train.checkpoint_every", "train.progress", "threads", "data.root",
+                     "data.download"}
+CHECKPOINT_KEYS = {"config", "model", "optimizer", "rng", "state"}
+MODEL_KEYS = {"config", "input_dim", "state_dict"}
+# Checkpoints written before the random states were kept as plain data hold numpy's as an array;
+# these are exactly the types that array needs.
+NUMPY_ARRAY_TYPES = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or model file that cannot be loaded; the message names the file and what to do."""
+
+
+class SaveError(OSError):
+    """A file of the run could not be written (disk full, quota); the message names it."""
 
 
 def config_dict(cfg: Config) -> dict:
@@ -31,9 +52,43 @@ def config_from_dict(saved: dict) -> Config:
 
 
 def save_atomic(obj, path: Path) -> None:
+    """Write `obj` to `path` in one piece: the file is either the old one or the complete new one,
+    whatever happens during the write, and on disk before the name points at it."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)  # in memory first, so that a failed write is an OSError that says why
     tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise SaveError(f"{path}: could not be written ({e.strerror or e})") from e
+
+
+def load_file(path: Path, expected_keys: set[str], allowed_types: list | None = None) -> dict:
+    """The dict that torch.save wrote to `path`, loaded without running anything from the file;
+    CheckpointError if it is not such a file, is damaged, or lacks `expected_keys`."""
+    try:
+        with warnings.catch_warnings(), torch.serialization.safe_globals(allowed_types or []):
+            warnings.simplefilter("ignore")  # torch warns about pickle protocols before it refuses
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        unsafe = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if unsafe:
+            raise CheckpointError(f"{path}: refused to load: it asks for {unsafe.group(1)}, which could run code, "
+                                  "and this project loads only tensors and plain data; nothing in it was run") from None
+        if "Weights only load failed" in str(e):
+            detail = "not a file of tensors and plain data written by torch.save"
+        else:
+            detail = f"truncated or corrupt: {str(e).splitlines()[0].split('. ')[0] if str(e) else type(e).__name__}"
+        raise CheckpointError(f"{path}: damaged or not a file this project wrote ({detail})") from None
+    missing = expected_keys - set(obj) if isinstance(obj, dict) else expected_keys
+    if missing:
+        raise CheckpointError(f"{path}: damaged or not a file this project wrote (missing {', '.join(sorted(missing))})")
+    return obj
 
 
 def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -51,8 +106,13 @@ def load_checkpoint(path: Path, settings: dict) -> dict | None:
     """The checkpoint at `path`, if any, after checking that it was made with the same settings."""
     if not path.exists():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay on the CPU
-    saved = config_dict(config_from_dict(ckpt["config"]))
+    try:
+        ckpt = load_file(path, CHECKPOINT_KEYS, NUMPY_ARRAY_TYPES)
+        saved = config_dict(config_from_dict(ckpt["config"]))
+    except Exception as e:
+        detail = str(e) if isinstance(e, CheckpointError) else f"{path}: damaged (its config: {str(e).splitlines()[0]})"
+        raise CheckpointError(f"{detail}. To start this run over, delete it (metrics.csv then starts afresh too), "
+                              "or choose another output dir") from None
     changed = [k for k in _changed_keys(saved, settings) if k not in RESUMABLE_CHANGES]
     if changed:
         raise ConfigError(f"{path.parent} holds a run with other settings ({', '.join(sorted(changed))}); "
@@ -61,15 +121,19 @@ def load_checkpoint(path: Path, settings: dict) -> dict | None:
 
 
 def rng_states(gen: torch.Generator) -> dict:
-    return {"loop": gen.get_state(), "python": random.getstate(), "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
+    """Every random state of the job, as tensors, numbers and strings."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {"loop": gen.get_state(), "python": random.getstate(),
+            "numpy": (name, keys.tolist(), pos, has_gauss, cached_gaussian), "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def set_rng_states(gen: torch.Generator, states: dict) -> None:
     gen.set_state(states["loop"])
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached_gaussian = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
     torch.set_rng_state(states["torch"])
     if states["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -118,8 +182,12 @@ def save_model(cfg: Config, model: VAE, input_dim: int, path: Path) -> None:
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Config, VAE]:
     """The config and trained model of a finished run, for a notebook or an evaluation script."""
-    saved = torch.load(Path(run_dir) / "model.pt", map_location=device, weights_only=False)
-    cfg = config_from_dict(saved["config"])
-    model = build_model(cfg, saved["input_dim"])
-    model.load_state_dict(saved["state_dict"])
+    path = Path(run_dir) / "model.pt"
+    saved = load_file(path, MODEL_KEYS)
+    try:
+        cfg = config_from_dict(saved["config"])
+        model = build_model(cfg, saved["input_dim"])
+        model.load_state_dict(saved["state_dict"])
+    except Exception as e:
+        raise CheckpointError(f"{path}: damaged or not a file this project wrote ({str(e).splitlines()[0]})") from None
     return cfg, model.to(device).eval()

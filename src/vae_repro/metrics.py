@@ -83,3 +83,16 @@ def write_summary(out: Path, summary: dict) -> None:
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(summary, indent=2) + "\n")
     os.replace(tmp, out / "summary.json")
+
+
+def read_summary(out: Path) -> dict | None:
+    """summary.json of the job in `out`; None if there is none, or it is unreadable."""
+    try:
+        return json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def record_failure(out: Path, message: str) -> None:
+    """Mark the job in `out` failed, keeping what its summary already says."""
+    write_summary(out, {**(read_summary(out) or {}), "status": "failed", "message": message})

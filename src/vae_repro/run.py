@@ -1,14 +1,18 @@
 """Command-line entry point: python -m vae_repro.run [KEY=VALUE ...] [-m].
 
 A thin Hydra wrapper around `vae_repro.train.train`. Before Hydra creates any output dir,
-every job of the command is composed and checked (types, ranges, device, data files), so a
-bad value ends with one line on stderr and exit status 2 instead of a traceback or a
-half-made sweep. Jobs that diverge or are interrupted are listed at the end, exit status 1.
+every job of the command is composed and checked (types, ranges, device, data files, and its
+output dir: not held by a live job, no damaged checkpoint or one made with other settings), so
+a bad value ends with one line on stderr and exit status 2 instead of a traceback or a
+half-made sweep. A job's error is recorded in its summary.json and told in one line; the
+other jobs go on. The command ends by listing the jobs that did not complete (exit status 1)
+and saying where the output is.
 """
-import json
 import logging
 import os
+import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -19,14 +23,16 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from hydra.experimental.callback import Callback
 from hydra.utils import to_absolute_path
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from vae_repro.checkpoint import CheckpointError, config_dict, load_checkpoint
 from vae_repro.config import Config, ConfigError, check_config
 from vae_repro.data import DataError, load_dataset
-from vae_repro.train import Diverged, resolve_device, select_train, train
+from vae_repro.metrics import read_summary
+from vae_repro.rundir import RunDirBusy, busy_message, holder
+from vae_repro.train import Diverged, error_line, resolve_device, select_train, train
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ConfigStore.instance().store(name="config_schema", node=Config)
@@ -73,53 +79,98 @@ def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], DictCo
     return BasicSweeper.split_arguments(from_config + list(swept.values()), None)[0], hydra_cfg
 
 
-def precheck(argv: list[str]) -> int:
-    """Compose and check every job of the command; raise on the first bad one. Returns how many
-    jobs will run at once."""
+def _compose_job(overrides: list[str], num: int) -> tuple[Config, str]:
+    """A job's config, checked, and its subdir of the sweep dir as the launcher names job number `num`."""
+    composed = compose("config", overrides=overrides, return_hydra_config=True)
+    with open_dict(composed):
+        composed.hydra.job.num = composed.hydra.job.id = num
+        subdir = str(composed.hydra.sweep.subdir)
+        del composed["hydra"]
+    cfg: Config = OmegaConf.to_object(composed)
+    check_config(cfg)
+    cfg.data.root = to_absolute_path(cfg.data.root)
+    return cfg, subdir
+
+
+@dataclass
+class Command:
+    """What a command line will do, as the pre-check found it."""
+    args: list[str]  # the command line after `python -m vae_repro.run`, its output dir made explicit
+    multirun: bool
+    out_dir: Path  # the run's dir, or the sweep's
+    job_dirs: list[Path]
+    jobs_at_once: int
+
+
+def precheck(argv: list[str]) -> Command | None:
+    """Compose and check every job of the command, its data and its output dir; raise on the first
+    bad one. None for Hydra's own options (--help, --cfg, ...), which are left to Hydra."""
     flags = [a for a in argv if a.startswith("-")]
     if any(f not in ("-m", "--multirun") for f in flags):
-        return 1  # --help, --cfg, -cn ...: Hydra's own options, left to Hydra
+        return None
+    multirun = bool(flags)
     overrides = [a for a in argv if not a.startswith("-")]
-    cfgs: list[Config] = []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="precheck"):
-        jobs, hydra_cfg = _jobs(overrides, multirun=bool(flags))
-        for job in jobs:
-            cfgs.append(OmegaConf.to_object(compose("config", overrides=job)))
-            check_config(cfgs[-1])
+        jobs, hydra_cfg = _jobs(overrides, multirun)
+        dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+        resolved = str(OmegaConf.select(hydra_cfg, dir_key.removeprefix("hydra.")))
+        out_dir = Path(to_absolute_path(resolved))
+        # A dir the user did not name (a timestamp) is pinned on the command line as resolved now,
+        # so that Hydra uses this very dir and the closing message can name it.
+        named = any(o.lstrip("+").split("=", 1)[0] == dir_key for o in overrides)
+        pin = [] if named else [f"{dir_key}={resolved}"]
+        cfgs, job_dirs = [], []
+        for num, job in enumerate(jobs):
+            cfg, subdir = _compose_job(job + pin, num)
+            cfgs.append(cfg)
+            job_dirs.append(out_dir / subdir if multirun else out_dir)
     if "Slurm" not in str(hydra_cfg.launcher.get("_target_")):  # a login node may lack the jobs' GPU
         for device in {str(cfg.device) for cfg in cfgs}:
             resolve_device(device)
     train_sets = {}
     for cfg in cfgs:
-        data = (str(cfg.data.name), to_absolute_path(cfg.data.root), cfg.data.download)
+        data = (str(cfg.data.name), cfg.data.root, cfg.data.download)
         if data not in train_sets:
             train_sets[data] = load_dataset(*data)[0]  # downloads once here, not once per job
         select_train(cfg, train_sets[data])
-    return jobs_at_once(hydra_cfg.launcher, len(jobs))
+    for cfg, job_dir in zip(cfgs, job_dirs):  # every job's dir, before any job starts
+        if (pid := holder(job_dir)) is not None:
+            raise RunDirBusy(busy_message(job_dir, pid))
+        load_checkpoint(job_dir / "checkpoint.pt", config_dict(cfg))
+    return Command(argv + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)))
 
 
-class FailedJobsReport(Callback):
-    """Lists the jobs whose summary.json does not say completed, whatever launcher ran them,
-    and makes the command exit with status 1 if there are any."""
+def _job_outcome(job_dir: Path) -> tuple[str, str]:
+    """A finished command's job: its status and what to say about it."""
+    summary = read_summary(job_dir)
+    if summary is None:
+        return "not started", "no summary.json: the job did not start"
+    status, message = summary.get("status", "unknown"), summary.get("message", "")
+    if status == "running":
+        if (pid := holder(job_dir)) is not None:
+            return status, f"still training in another process (pid {pid})"
+        return "died", (f"ended without a word at or after {summary.get('samples', 0)} samples (killed, out of "
+                        f"memory?); its log is in that dir, and the same command resumes it from its checkpoint")
+    return status, message
 
-    def on_run_end(self, config: DictConfig, **kwargs) -> None:
-        self._report(Path(config.hydra.runtime.output_dir))
 
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        self._report(Path(config.hydra.sweep.dir))
-
-    @staticmethod
-    def _report(root: Path) -> None:
-        failed = []
-        for path in sorted(root.rglob("summary.json")):
-            summary = json.loads(path.read_text())
-            if summary["status"] != "completed":
-                failed.append(f"{path.parent}: {summary['status']} {summary['message']}".rstrip())
-        if failed:
-            print(f"{len(failed)} job(s) did not complete:", file=sys.stderr)
-            for line in failed:
-                print(f"  {line}", file=sys.stderr)
-            sys.exit(1)  # Hydra passes SystemExit through its callback guard
+def report(command: Command) -> int:
+    """Say how the command's jobs ended and where their output is; the command's exit status."""
+    outcomes = [_job_outcome(d) for d in command.job_dirs]
+    for job_dir, (status, message) in zip(command.job_dirs, outcomes):
+        if status != "completed":
+            where = job_dir if command.multirun else command.out_dir
+            print(f"{where}: {status}" + (f": {message}" if message else ""), file=sys.stderr)
+    done = sum(status == "completed" for status, _ in outcomes)
+    if command.multirun:
+        print(f"{done} of {len(outcomes)} jobs completed; outputs in {command.out_dir}")
+    elif done:
+        print(f"run completed; outputs in {command.out_dir}")
+    else:
+        print(f"run not completed; outputs so far in {command.out_dir}")
+    if any(status in ("interrupted", "died", "not started") for status, _ in outcomes):
+        print(f"to resume: python -m vae_repro.run {shlex.join(command.args)}")
+    return 0 if done == len(outcomes) else 1
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -132,20 +183,34 @@ def hydra_app(dict_cfg: DictConfig) -> str:
     try:
         return train(cfg, out_dir)["status"]
     except Diverged as e:  # recorded in summary.json; the other jobs of a sweep go on
-        log.error("%s", e)
+        log.error("%s: diverged: %s", out_dir, e)
         return "diverged"
+    except Exception as e:  # recorded in summary.json too, told in one line, its traceback in the job's log
+        log.error("%s: failed: %s", out_dir, error_line(e))
+        log.debug("the failure's traceback", exc_info=True)
+        return "failed"
 
 
 def main() -> None:
     try:
-        os.environ[JOBS_AT_ONCE] = str(precheck(sys.argv[1:]))
-    except (HydraException, OmegaConfBaseException, ConfigError, DataError) as e:
+        command = precheck(sys.argv[1:])
+    except (HydraException, OmegaConfBaseException, ConfigError, DataError, CheckpointError, RunDirBusy) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
+    if command is None:
+        hydra_app()
+        return
+    os.environ[JOBS_AT_ONCE] = str(command.jobs_at_once)
+    sys.argv[1:] = command.args
     try:
         hydra_app()
     except KeyboardInterrupt:
+        report(command)
         sys.exit(130)
+    except SystemExit as e:  # Hydra's own errors, told by Hydra; then what became of the jobs
+        report(command)
+        raise
+    sys.exit(report(command))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ arguments. Everything a job writes lands in `out_dir`:
   checkpoint.pt   the full training state, replaced atomically; a re-run resumes from it (checkpoint.py)
   model.pt        final weights with the config that made them (see `checkpoint.load_run`)
   summary.json    status, final ELBOs, samples seen, wall time, speed, device
+  .lock           held while the job trains: one writer per dir (rundir.py)
 """
 import logging
 import random
@@ -19,12 +20,14 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vae_repro.algorithms import STEPS, make_optimizer
-from vae_repro.checkpoint import (StopSignals, build_model, config_dict, load_checkpoint, rng_states, save_atomic,
-                                  save_model, set_rng_states)
+from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, build_model, config_dict, load_checkpoint,
+                                  rng_states, save_atomic, save_model, set_rng_states)
 from vae_repro.config import Config, ConfigError, check_config
-from vae_repro.data import load_dataset, to_unit_interval
+from vae_repro.data import DataError, load_dataset, to_unit_interval
 from vae_repro.marginal import make_estimator
-from vae_repro.metrics import MetricsLog, eval_schedule, evaluate, evaluate_marginal, metric_columns, write_summary
+from vae_repro.metrics import (MetricsLog, eval_schedule, evaluate, evaluate_marginal, metric_columns, record_failure,
+                               write_summary)
+from vae_repro.rundir import RunDirLock
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +104,28 @@ class Job:
                       "last": {}}
         self.ckpt_path = out / "checkpoint.pt"
         if (ckpt := load_checkpoint(self.ckpt_path, self.settings)) is not None:
-            self.restore(ckpt)
+            try:
+                self.restore(ckpt)
+            except Exception as e:  # right keys, wrong contents: shapes, types
+                raise CheckpointError(f"{self.ckpt_path}: damaged ({str(e).splitlines()[0]}); delete it to start this "
+                                      "run over, or choose another output dir") from None
             log.info("resuming from %s at %d samples", self.ckpt_path, self.state["samples"])
         log.info("%d training images: weight decay %.3g (the weight prior)", len(self.train_x), self.weight_decay)
+        self.saved_samples = self.state["samples"] if ckpt is not None else None
         self.started = time.perf_counter() - self.state["wall_s"]
 
     def save_checkpoint(self) -> None:
-        save_atomic({"config": self.settings, "model": self.model.state_dict(),
-                     "optimizer": self.optimizer.state_dict(), "lr_schedule": self.lr_schedule.state_dict(),
-                     "algorithm_state": self.algorithm_state, "rng": rng_states(self.gen), "state": self.state},
-                    self.ckpt_path)
+        try:
+            save_atomic({"config": self.settings, "model": self.model.state_dict(),
+                         "optimizer": self.optimizer.state_dict(), "lr_schedule": self.lr_schedule.state_dict(),
+                         "algorithm_state": self.algorithm_state, "rng": rng_states(self.gen), "state": self.state},
+                        self.ckpt_path)
+        except SaveError as e:
+            kept = ("no checkpoint was written before" if self.saved_samples is None else
+                    f"the previous checkpoint, at {self.saved_samples} samples, is kept: run the same command to "
+                    "resume from it once there is room")
+            raise SaveError(f"{e}; {kept}") from e
+        self.saved_samples = self.state["samples"]
 
     def restore(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -176,7 +191,7 @@ class Job:
             if str(self.cfg.model.likelihood) == "gaussian" and self.cfg.model.decoder_logvar_min is None:
                 remedy += (", or a floor on the decoder's log variance (model.decoder_logvar_min=-10): "
                            "pixels that barely vary let it fall without bound")
-            message = (f"diverged: non-finite loss at step {self.state['steps']} ({self.state['samples']} samples) "
+            message = (f"non-finite loss at step {self.state['steps']} ({self.state['samples']} samples) "
                        f"with optimizer.lr={self.cfg.optimizer.lr}; {remedy}")
             self.summary("diverged", message)
             raise Diverged(message)
@@ -233,9 +248,30 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
 
     `data` is (train, test) as uint8 [N, 784] grey levels; by default it is loaded as `cfg.data`
     says. Returns the summary (also written to summary.json). Raises Diverged on a
-    non-finite loss, after recording it in summary.json.
+    non-finite loss, and any other error of the job, after recording it in summary.json;
+    RunDirBusy, without touching the dir, if another process trains in it.
     """
     check_config(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return Job(cfg, out, data).run()
+    with RunDirLock(out):
+        job = None
+        try:
+            job = Job(cfg, out, data)
+            return job.run()
+        except Diverged:
+            raise
+        except Exception as e:
+            message = error_line(e)
+            try:
+                job.summary("failed", message) if job is not None else record_failure(out, message)
+            except OSError as write_error:  # a full disk may refuse this too; the error itself still goes up
+                log.error("%s: could not record the failure in summary.json (%s)", out, write_error)
+            raise
+
+
+def error_line(e: BaseException) -> str:
+    """An error as one line: the project's own errors by their message, others with their type."""
+    own = (ConfigError, CheckpointError, SaveError, DataError, Diverged)
+    text = " ".join(str(e).split()) if isinstance(e, own) else f"{type(e).__name__}: {' '.join(str(e).split())}"
+    return text.rstrip(": ")
