@@ -164,8 +164,11 @@ class StopSignals:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         if self.received is not None and exc[0] is None:
-            # Hand the signal to whoever had it before: Python's KeyboardInterrupt, the default
-            # termination, or submitit's requeue on SLURM.
+            # Hand the signal to whoever had it before: Python's KeyboardInterrupt, or submitit's
+            # requeue on SLURM. SIGTERM ends the process, even where submitit set it to be
+            # ignored: a job that SLURM requeues or cancels must not report a result.
+            if self.received == signal.SIGTERM:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(self.received)
 
 

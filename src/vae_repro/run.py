@@ -43,6 +43,10 @@ JOBS_AT_ONCE = "VAE_REPRO_JOBS_AT_ONCE"
 
 
 def available_cores() -> int:
+    """The cores this process may use: SLURM's allocation (which need not bind the process to
+    them), else the process's CPU affinity."""
+    if os.environ.get("SLURM_CPUS_PER_TASK"):
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
@@ -201,15 +205,17 @@ def main() -> None:
         hydra_app()
         return
     os.environ[JOBS_AT_ONCE] = str(command.jobs_at_once)
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # errors outside the jobs come up to here, to be told in one line
     sys.argv[1:] = command.args
     try:
         hydra_app()
     except KeyboardInterrupt:
         report(command)
         sys.exit(130)
-    except SystemExit as e:  # Hydra's own errors, told by Hydra; then what became of the jobs
+    except Exception as e:  # the launcher's: a job that SLURM cancelled, sbatch refusing the resources
+        print(f"error: {error_line(e)}", file=sys.stderr)
         report(command)
-        raise
+        sys.exit(1)
     sys.exit(report(command))
 
 

@@ -232,8 +232,7 @@ class Job:
                 self.clock()
                 self.save_checkpoint()
                 if stop.received is not None:
-                    message = (f"stopped by {signal.Signals(stop.received).name} at {state['samples']} samples; "
-                               f"checkpoint saved in {self.out}: run the same command into that dir to resume")
+                    message = f"stopped by {signal.Signals(stop.received).name} at {state['samples']} samples; checkpoint saved"
                     log.warning(message)
                     return self.summary("interrupted", message)
                 save_model(self.cfg, self.model, self.train_x.shape[1], self.out / "model.pt")
@@ -272,6 +271,7 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
 
 def error_line(e: BaseException) -> str:
     """An error as one line: the project's own errors by their message, others with their type."""
+    text = str(e).split("\nError stream produced")[0]  # submitit appends a failed job's whole stderr
+    text = " ".join(text.split())
     own = (ConfigError, CheckpointError, SaveError, DataError, Diverged)
-    text = " ".join(str(e).split()) if isinstance(e, own) else f"{type(e).__name__}: {' '.join(str(e).split())}"
-    return text.rstrip(": ")
+    return text if isinstance(e, own) else f"{type(e).__name__}: {text}".rstrip(": ")
