@@ -135,9 +135,9 @@ class Textbook:
         return elbos
 
 
-def textbook_mnist(dataset_cls, root, device):
+def textbook_mnist(dataset, root, device):
     """torchvision's dataset with a per-image ToTensor, as tutorials load MNIST."""
-    transform = torchvision.transforms.ToTensor()
+    transform, dataset_cls = torchvision.transforms.ToTensor(), getattr(torchvision.datasets, DATASETS[dataset])
     return Textbook(*(dataset_cls(root, train=train, download=False, transform=transform) for train in (True, False)),
                     device)
 
@@ -302,7 +302,7 @@ def main():
             train_x, test_x = load_dataset(dataset, root, download=False)
         print(f"data: {dataset} under {root}; device: {device}; torch threads: {torch.get_num_threads()}")
 
-        textbook, project = textbook_mnist(DATASETS[dataset], root, device), Project(train_x, test_x, device)
+        textbook, project = textbook_mnist(dataset, root, device), Project(train_x, test_x, device)
         wake_sleep = Project(train_x, test_x, device, "wake_sleep")
         textbook.train(2 * BATCH)  # warm-up
         project.train(10 * BATCH)
@@ -376,7 +376,7 @@ def main():
 
         if args.curve_samples:
             print(f"\nELBO after the same training (N_z={LATENT}, lr={LR}, batch {BATCH}), train / test:")
-            textbook, project = textbook_mnist(DATASETS[dataset], root, device), Project(train_x, test_x, device)
+            textbook, project = textbook_mnist(dataset, root, device), Project(train_x, test_x, device)
             points = eval_schedule(10_000, 2, args.curve_samples, BATCH)
             seen = 0
             print(f"{'samples':>10}{'textbook':>22}{'project':>22}")

@@ -1,14 +1,21 @@
 """The real command line in subprocesses: sweeps, the plot script, and every bad input."""
 import csv
+import dataclasses
 import json
+import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
 import torch
 from conftest import QUICK, REPO, make_mnist_root, run_cli
 from omegaconf import OmegaConf
+
+from vae_repro.config import Config
 
 PLOT = [sys.executable, str(REPO / "scripts" / "plot_fig2.py")]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -53,8 +60,8 @@ def test_plot_script_draws_both_algorithms_in_each_panel(sweep_dir, tmp_path):
     for ax in fig.axes:
         assert [line.get_label() for line in ax.get_lines()] == ["AEVB (train)", "AEVB (test)", "WS (train)", "WS (test)"]
         assert [line.get_linestyle() for line in ax.get_lines()] == ["-", "--", "-", "--"]
-    assert [t.get_text() for t in fig.axes[-1].get_legend().get_texts()] == [
-        "AEVB (train)", "AEVB (test)", "WS (train)", "WS (test)"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["AEVB (train)", "AEVB (test)", "WS (train)", "WS (test)"]
+    assert_legend_covers_no_panel(fig)
     low, high = fig.axes[0].get_ylim()
     assert low <= -150 and high >= -95
 
@@ -62,6 +69,12 @@ def test_plot_script_draws_both_algorithms_in_each_panel(sweep_dir, tmp_path):
     result = subprocess.run([*PLOT, str(sweep_dir), "--out", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def assert_legend_covers_no_panel(fig):
+    fig.canvas.draw()
+    legend = fig.legends[0].get_window_extent()
+    assert not any(legend.overlaps(ax.get_window_extent()) for ax in fig.axes)
 
 
 def copy_job(src, dst, config_edits=None, elbo_shift=0.0):
@@ -87,6 +100,29 @@ def test_plot_gives_each_dataset_a_row_with_its_own_range(sweep_dir, tmp_path):
     assert fashion[0] > mnist[1]  # its own range, far above MNIST's
     assert [line.get_label() for line in fig.axes[2].get_lines()] == ["AEVB (train)", "AEVB (test)"]
     assert len(fig.axes[0].collections) == 2  # min-max bands of the two wake-sleep seeds, train and test
+
+
+def test_plot_keeps_runs_of_other_settings_apart_and_seeds_together(sweep_dir, tmp_path):
+    copy_job(sweep_dir / "0", tmp_path / "gaussian", {"model.likelihood": "gaussian"}, elbo_shift=800.0)
+    copy_job(sweep_dir / "0", tmp_path / "seed1", {"seed": 1, "data.root": "/elsewhere"}, elbo_shift=1.0)
+    fig = plot_fig2.plot(plot_fig2.read_runs([sweep_dir, tmp_path]))
+    assert [ax.get_title() for ax in fig.axes] == [
+        "MNIST, $N_z$ = 2\nmodel.likelihood=bernoulli", "MNIST, $N_z$ = 5\nmodel.likelihood=bernoulli",
+        "MNIST, $N_z$ = 2\nmodel.likelihood=gaussian"]
+    assert len(fig.axes[0].collections) == 2  # the two AEVB seeds: one mean with a band, train and test
+    assert len(fig.axes[2].collections) == 0 and fig.axes[2].get_ylim()[0] > fig.axes[0].get_ylim()[1]
+
+
+def test_plot_leaves_out_a_wild_first_point_and_says_so(sweep_dir, tmp_path):
+    job = tmp_path / "job"
+    copy_job(sweep_dir / "0", job)
+    frame = pd.read_csv(job / "metrics.csv")
+    frame.loc[0, "train_elbo"] = -9_555_020.0  # the first evaluation of a Gaussian decoder on flat pixels
+    frame.to_csv(job / "metrics.csv", index=False)
+    fig = plot_fig2.plot(plot_fig2.read_runs([job]))
+    low, high = fig.axes[0].get_ylim()
+    assert -1000 < low <= -150 and high >= -95
+    assert [t.get_text() for t in fig.axes[0].texts] == ["1 point(s) outside, e.g. -9.555e+06"]
 
 
 def test_plot_ignores_a_half_written_last_row(sweep_dir, tmp_path):
@@ -198,6 +234,51 @@ def test_cuda_requested_without_cuda(data_root, tmp_path):
     result = run_cli([f"data.root={data_root}", *QUICK, "device=cuda"], tmp_path)
     assert result.returncode == 2
     assert result.stderr == "error: device=cuda: CUDA is not available on this machine; use device=cpu or device=auto\n"
+
+
+def test_help_explains_every_top_level_key_with_examples(tmp_path):
+    result = run_cli(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    for field in dataclasses.fields(Config):
+        assert re.search(rf"^{field.name}[=.]", result.stdout, re.M), field.name
+    for group in ("sweep", "experiment"):
+        assert re.search(rf"^{group}=", result.stdout, re.M)
+    assert "algorithm: aevb, mcem, wake_sleep" in result.stdout  # the config groups, from conf/
+    examples = result.stdout.split("== Examples ==")[1].strip().splitlines()
+    assert len([line for line in examples if line.startswith("python -m vae_repro.run ")]) == 5
+
+
+def test_a_run_ends_by_saying_where_its_output_is(data_root, tmp_path):
+    result = run_cli([f"data.root={data_root}", *QUICK], tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_dir = next((tmp_path / "outputs" / "runs").glob("*/*"))
+    assert result.stdout.strip().splitlines()[-1] == f"run completed; outputs in {run_dir}"
+
+
+def test_an_interrupted_run_prints_the_command_that_resumes_it(data_root, tmp_path):
+    args = [f"data.root={data_root}", "train.max_samples=1e5", "train.checkpoint_every=1e4", "train.progress=false",
+            "device=cpu"]
+    process = subprocess.Popen([sys.executable, "-m", "vae_repro.run", *args], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("outputs/runs/*/*/checkpoint.pt")):
+        assert process.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    run_dir = next(tmp_path.glob("outputs/runs/*/*"))
+    relative = run_dir.relative_to(tmp_path)
+    assert out.strip().splitlines()[-2:] == [
+        f"run not completed; outputs so far in {run_dir}",
+        f"to resume: python -m vae_repro.run {' '.join(args)} hydra.run.dir={relative}"]
+    assert err.strip().splitlines()[-1].startswith(f"{run_dir}: interrupted: stopped by SIGINT at ")
+
+    resume = shlex.split(out.strip().splitlines()[-1].removeprefix("to resume: "))
+    result = subprocess.run([sys.executable, *resume[1:]], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == f"run completed; outputs in {run_dir}"
+    assert json.loads((run_dir / "summary.json").read_text())["samples"] == 100_000
 
 
 def test_diverging_job_fails_alone_and_is_listed(data_root, tmp_path):

@@ -54,7 +54,9 @@ def test_plot_fig3_draws_a_panel_per_training_set_size(fig3_dir, tmp_path):
         assert ax.get_xscale() == "linear"
         assert [line.get_label() for line in ax.get_lines()] == labels
         assert max(line.get_xdata().max() for line in ax.get_lines()) == pytest.approx(3000 / 1e6)
-    assert [t.get_text() for t in fig.axes[-1].get_legend().get_texts()] == labels
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == labels
+    fig.canvas.draw()
+    assert not any(fig.legends[0].get_window_extent().overlaps(ax.get_window_extent()) for ax in fig.axes)
 
     out = tmp_path / "fig3.png"
     result = subprocess.run([*PLOT, str(fig3_dir), "--out", str(out)], capture_output=True, text=True)
@@ -72,4 +74,5 @@ def test_plot_fig3_errors(fig3_dir, data_root, tmp_path):
     result = subprocess.run([*PLOT, str(tmp_path / "elbo_only")], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"error: {tmp_path / 'elbo_only' / 'metrics.csv'}: missing column(s) "
-                                     "train_log_px_marginal, test_log_px_marginal")
+                                     "train_log_px_marginal, test_log_px_marginal: the marginal likelihood is "
+                                     "estimated by runs with eval.marginal=hmc (sweep=fig3 and algorithm=mcem set it)")

@@ -88,8 +88,19 @@ def test_resume_refuses_other_settings(algorithm, reference, data_root, tmp_path
     for overrides, keys in (([*ALGORITHM_ARGS[algorithm], "latent_dim=7"], "latent_dim"),
                             ([f"algorithm={other}", *ALGORITHM_ARGS[algorithm][1:]], "algorithm.name")):
         result = run_cli([f"data.root={data_root}", *LONG, *overrides, "hydra.run.dir=job"], tmp_path)
-        assert result.returncode != 0
-        assert f"holds a run with other settings ({keys})" in result.stderr
+        assert result.returncode == 2
+        assert result.stderr == (f"error: {job} holds a run with other settings ({keys}); resume it with the same "
+                                 "settings or choose another output dir\n")
+    assert sorted(p.name for p in job.iterdir()) == ["checkpoint.pt"]  # refused before Hydra wrote anything
+    # In a sweep, every job's dir is checked before any job starts.
+    (tmp_path / "sweep" / "1").mkdir(parents=True)
+    (tmp_path / "sweep" / "1" / "checkpoint.pt").write_bytes((reference / "checkpoint.pt").read_bytes())
+    sweep = run_cli(["-m", f"data.root={data_root}", *LONG, *ALGORITHM_ARGS[algorithm], "latent_dim=5,7",
+                     "hydra.sweep.dir=sweep"], tmp_path)
+    assert sweep.returncode == 2
+    assert sweep.stderr == (f"error: {tmp_path / 'sweep' / '1'} holds a run with other settings (latent_dim); resume "
+                            "it with the same settings or choose another output dir\n")
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["1"]
 
 
 def test_threads_may_change_on_resume(reference, algorithm, data_root, tmp_path):

@@ -1,8 +1,10 @@
-"""The datasets as two uint8 tensors: MNIST and Fashion-MNIST parsed by torchvision, Frey Face
-read from its .mat file with scipy.
+"""The datasets as two uint8 tensors: MNIST and Fashion-MNIST read from their IDX files, Frey
+Face from its .mat file with scipy.
 
 The whole dataset is held as one [N, D] uint8 tensor (47 MB for MNIST's 60k training
-digits) so that a batch is a row gather and a conversion, not 100 image decodes.
+digits) so that a batch is a row gather and a conversion, not 100 image decodes. torchvision
+downloads missing files into the layout it knows; it is imported only then, since importing
+it takes over a second.
 """
 import contextlib
 import gzip
@@ -13,11 +15,11 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 import torch
-import torchvision
 
-DATASETS = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}
+# torchvision's dataset class, and the dir below data.root where it keeps the files, for each.
+DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
+IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 IDX_MAGIC = {"images": 0x00000803, "labels": 0x00000801}
 IMAGE_SHAPES = {"mnist": (28, 28), "fashion_mnist": (28, 28), "frey_face": (28, 20)}  # rows, columns
 DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "frey_face": "Frey Face"}
@@ -32,11 +34,11 @@ class DataError(RuntimeError):
 
 def raw_dir(name: str, root: str | Path) -> Path:
     """Where torchvision keeps the IDX files of `name` below `root`."""
-    return Path(root) / DATASETS[name].__name__ / "raw"
+    return Path(root) / DATASETS[name] / "raw"
 
 
 def idx_files(name: str, root: str | Path) -> list[Path]:
-    return [raw_dir(name, root) / Path(gz).stem for gz, _ in DATASETS[name].resources]
+    return [raw_dir(name, root) / f for f in IDX_FILES]
 
 
 def check_idx_file(path: Path) -> None:
@@ -86,7 +88,8 @@ def _download(name: str, root: Path) -> None:
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
-            DATASETS[name](str(root), train=True, download=True)
+            import torchvision
+            getattr(torchvision.datasets, DATASETS[name])(str(root), train=True, download=True)
     except Exception as e:
         lines = [line for line in str(e).splitlines() if line.strip()]
         reason = lines[-1].strip() if lines else type(e).__name__  # torchvision's last mirror error
@@ -106,11 +109,13 @@ def load_frey_face(root: str | Path, download: bool) -> tuple[torch.Tensor, torc
                             f"copy frey_rawface.mat there ({FREY_URL}) or set data.download=true")
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                import torchvision
                 torchvision.datasets.utils.download_url(FREY_URL, str(path.parent), path.name)
         except Exception as e:
             raise DataError(f"frey_face is not under data.root={Path(root)} and downloading it failed "
                             f"({str(e).splitlines()[-1] if str(e) else type(e).__name__}): "
                             f"copy frey_rawface.mat from {FREY_URL} to {path}") from None
+    import scipy.io  # here, not at the top: only Frey Face needs it, and it takes a while to import
     try:
         contents = scipy.io.loadmat(path)
     except Exception as e:
@@ -147,8 +152,14 @@ def load_dataset(name: str, root: str | Path, download: bool) -> tuple[torch.Ten
         _download(name, root)
     for f in files:
         check_idx_file(f)
-    splits = [DATASETS[name](str(root), train=train, download=False).data for train in (True, False)]
-    return tuple(x.reshape(len(x), -1) for x in splits)
+    return tuple(read_idx_images(raw_dir(name, root) / f"{split}-images-idx3-ubyte") for split in ("train", "t10k"))
+
+
+def read_idx_images(path: Path) -> torch.Tensor:
+    """The images of a checked IDX file as uint8 [N, rows x columns]."""
+    with open(path, "rb") as f:
+        n = struct.unpack(">2I", f.read(8))[1]
+    return torch.from_numpy(np.fromfile(path, dtype=np.uint8, offset=16).reshape(n, -1))
 
 
 def to_unit_interval(images: torch.Tensor) -> torch.Tensor:
