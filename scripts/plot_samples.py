@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="PNG to write; default samples.png or manifold.png in RUN_DIR")
     parser.add_argument("--grid", type=int, default=None, help="images per side (default 10; 20 for --manifold)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random samples")
+    parser.add_argument("--dpi", type=int, default=150, help="resolution of the PNG (default 150)")
     args = parser.parse_args(argv)
     grid = args.grid or (20 if args.manifold else 10)
     if grid < 1:
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or args.run_dir / ("manifold.png" if args.manifold else "samples.png")
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
+    fig.savefig(out, dpi=args.dpi)
     print(f"wrote {out}")
     return 0
 

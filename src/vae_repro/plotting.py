@@ -19,10 +19,6 @@ COLOURS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue"}
 NOT_A_SETTING = {"seed", "data.root", "data.download", "device", "threads", "train.progress",
                  "train.checkpoint_every", "train.max_samples"}
 CONFIG = "config."  # prefix of the columns that hold each run's config values
-# A y range covers the later half of every curve, and earlier points up to this many times that
-# half's spread or size (whichever is larger) beyond it; points further out (a wild first
-# evaluation) are left out and noted.
-OUTLIER_SPREADS = 3.0
 
 
 class PlotError(Exception):
@@ -99,19 +95,13 @@ def with_settings(rows: pd.DataFrame, shown: set[str], within: str | None = None
 
 
 def y_range(curves: list[np.ndarray], paper_range: tuple[float, float] | None) -> tuple[float, float]:
-    """A y range for curves (each an array in training order): their later halves, earlier points
-    that are not far out (OUTLIER_SPREADS), then the paper's range where it holds them."""
+    """A y range for curves (each an array in training order): the later half of every curve, within
+    the paper's range widened to it. Earlier points beyond it (the steep start, or a wild first
+    evaluation that would flatten every curve) are left out; `note_outside` says so on the panel."""
     later = np.concatenate([c[len(c) // 2:] for c in curves])
     low, high = np.nanmin(later), np.nanmax(later)
-    reach = OUTLIER_SPREADS * max(high - low, abs(low), abs(high), 1.0)
-    everything = np.concatenate(curves)
-    kept = everything[(everything >= low - reach) & (everything <= high + reach)]
-    low, high = min(low, np.nanmin(kept)), max(high, np.nanmax(kept))
     if paper_range is not None:
-        paper_low, paper_high = paper_range
-        if paper_low <= low and high <= paper_high:
-            return paper_low, paper_high
-        low, high = min(paper_low, low), max(paper_high, high)
+        low, high = min(paper_range[0], low), max(paper_range[1], high)
     margin = 0.02 * (high - low) or 1.0
     return low - margin, high + margin
 
@@ -167,6 +157,7 @@ def figure_main(doc: str, default_out: str, make_figure: Callable[[list[Path]], 
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep dirs holding metrics.csv files")
     parser.add_argument("--out", type=Path, default=Path(default_out),
                         help="output file; a name ending in .pdf writes a PNG beside it too")
+    parser.add_argument("--dpi", type=int, default=150, help="resolution of the PNG (default 150)")
     args = parser.parse_args(argv)
     try:
         fig = make_figure(args.dirs)
@@ -174,8 +165,8 @@ def figure_main(doc: str, default_out: str, make_figure: Callable[[list[Path]], 
         print(f"error: {e}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=150)
+    fig.savefig(args.out, dpi=args.dpi)
     if args.out.suffix == ".pdf":
-        fig.savefig(args.out.with_suffix(".png"), dpi=150)
+        fig.savefig(args.out.with_suffix(".png"), dpi=args.dpi)
     print(f"wrote {args.out}")
     return 0
