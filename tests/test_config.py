@@ -6,7 +6,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from vae_repro.config import Config, ConfigError, check_config
-from vae_repro.run import CONF_DIR, _jobs, available_cores, jobs_at_once
+from vae_repro.run import CONF_DIR, _sweep_jobs, available_cores, jobs_at_once
 from vae_repro.metrics import eval_schedule
 
 
@@ -63,8 +63,8 @@ def test_fig2_sweep_runs_both_algorithms_for_the_papers_latent_sizes():
     assert str(hydra_cfg.sweeper.params.latent_dim) == "3,5,10,20,200"
     assert str(hydra_cfg.sweeper.params.algorithm) == "aevb,wake_sleep"
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        jobs, _ = _jobs(["sweep=fig2"], multirun=True)
-        aevb_alone, _ = _jobs(["sweep=fig2", "algorithm=aevb"], multirun=True)
+        jobs, _ = _sweep_jobs(["sweep=fig2"])
+        aevb_alone, _ = _sweep_jobs(["sweep=fig2", "algorithm=aevb"])
     algorithms = lambda jobs: sorted(o for job in jobs for o in job if o.startswith("algorithm="))  # noqa: E731
     assert len(jobs) == 10 and algorithms(jobs) == ["algorithm=aevb"] * 5 + ["algorithm=wake_sleep"] * 5
     assert len(aevb_alone) == 5 and algorithms(aevb_alone) == ["algorithm=aevb"] * 5
@@ -78,7 +78,7 @@ def test_mcem_turns_on_the_marginal_likelihood_unless_told_otherwise():
 
 def test_fig3_sweep_runs_three_algorithms_on_two_training_set_sizes():
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        jobs, _ = _jobs(["sweep=fig3"], multirun=True)
+        jobs, _ = _sweep_jobs(["sweep=fig3"])
         cfgs = [OmegaConf.to_object(compose("config", overrides=job)) for job in jobs]
     assert sorted((str(c.algorithm.name), c.data.train_size or 0) for c in cfgs) == sorted(
         (a, n) for a in ("aevb", "wake_sleep", "mcem") for n in (1000, 0))  # 0: all

@@ -6,8 +6,8 @@ import torch
 
 from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
 from vae_repro.data import load_dataset, to_unit_interval
-from vae_repro.algorithms import make_optimizer
-from vae_repro.checkpoint import load_run
+from vae_repro.adagrad import Adagrad
+from vae_repro.checkpoint import build_model, load_run
 from vae_repro.metrics import METRIC_COLUMNS, metric_columns
 from vae_repro.model import VAE
 from vae_repro.train import Diverged, select_train, train
@@ -77,7 +77,7 @@ def test_binarized_data_trains(data_root, tmp_path, binarize):
 def test_divergence_stops_with_a_message_and_a_recorded_status(data_root, tmp_path):
     cfg = quick_config(data_root)
     cfg.optimizer.lr = 100.0
-    with pytest.raises(Diverged, match=r"non-finite loss at step \d+ .*optimizer\.lr=100\.0"):
+    with pytest.raises(Diverged, match=r"the weights became NaN or infinite by step \d+ .*optimizer\.lr=100\.0"):
         train(cfg, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "diverged" and "optimizer.lr=100.0" in summary["message"]
@@ -130,18 +130,54 @@ def test_algorithms_differ_from_the_same_start(data_root, tmp_path):
     assert len(curves["aevb"]) == len(curves["wake_sleep"]) and curves["aevb"] != curves["wake_sleep"]
 
 
-def test_warmup_steps_only_fill_the_accumulator():
+def test_warmup_steps_only_fill_the_accumulator(data_root, tmp_path):
+    cfg = quick_config(data_root, max_samples=500, eval_start=500)
+    cfg.optimizer.warmup_steps = 5
+    train(cfg, tmp_path / "warmup")
+    torch.manual_seed(cfg.seed)
+    initial = build_model(cfg, 784).state_dict()
+    checkpoint = torch.load(tmp_path / "warmup" / "checkpoint.pt", weights_only=True)
+    assert all(torch.equal(checkpoint["model"][k], initial[k]) for k in initial)  # five steps of size 0
+    assert all((state["sum"] > 0).any() for state in checkpoint["optimizer"]["state"].values())
+    cfg.train.max_samples = 600  # one step more: the first real update
+    train(cfg, tmp_path / "warmup")
+    _, model = load_run(tmp_path / "warmup")
+    assert not torch.equal(model.enc_hidden.weight, initial["enc_hidden.weight"])
+
+
+def test_adagrad_is_torch_adagrad_to_the_bit():
     torch.manual_seed(0)
-    model = VAE(input_dim=6, hidden_size=4, latent_dim=2)
-    optimizer, schedule = make_optimizer(model, lr=0.1, weight_decay=0.01, warmup_steps=3)
-    start = {name: p.detach().clone() for name, p in model.named_parameters()}
-    x, eps = torch.rand(5, 6), torch.randn(1, 5, 2)
-    for _ in range(3):
-        model.negative_elbo_backward(x, eps)
-        optimizer.step()
-        schedule.step()
-    assert all(torch.equal(p, start[name]) for name, p in model.named_parameters())
-    assert all((optimizer.state[p]["sum"] > 0).any() for p in model.parameters())
-    model.negative_elbo_backward(x, eps)
-    optimizer.step()
-    assert not torch.equal(model.enc_hidden.weight, start["enc_hidden.weight"])
+    mine, reference = VAE(30, 8, 3), VAE(30, 8, 3)
+    reference.load_state_dict(mine.state_dict())
+    biases = [p for name, p in reference.named_parameters() if not name.endswith("weight")]
+    torch_adagrad = torch.optim.Adagrad([{"params": reference.weights(), "weight_decay": 0.01},
+                                         {"params": biases, "weight_decay": 0.0}], lr=0.1, fused=True)
+    adagrad = Adagrad(mine, lr=0.1, weight_decay=0.01)
+    update_all, update_decoder = adagrad.updater(list(mine.parameters())), adagrad.updater(mine.decoder_parameters())
+    x = torch.rand(5, 30)
+    for i in range(4):
+        eps, z = torch.randn(1, 5, 3), torch.randn(5, 3)
+        reference.negative_elbo_backward(x, eps) if i % 2 else reference.decoder_backward(z, x)
+        torch_adagrad.step()
+        mine.negative_elbo_backward(x, eps) if i % 2 else mine.decoder_backward(z, x)
+        update_all() if i % 2 else update_decoder()
+    assert all(torch.equal(p, q) for p, q in zip(mine.parameters(), reference.parameters()))
+    ours, theirs = adagrad.state_dict(), torch_adagrad.state_dict()
+    assert [g["params"] for g in ours["param_groups"]] == [g["params"] for g in theirs["param_groups"]]
+    for i, state in theirs["state"].items():
+        assert torch.equal(ours["state"][i]["sum"], state["sum"]) and torch.equal(ours["state"][i]["step"], state["step"])
+    again = Adagrad(VAE(30, 8, 3), lr=0.1, weight_decay=0.01)
+    again.load_state_dict(theirs)  # a checkpoint written with torch.optim.Adagrad
+    assert all(torch.equal(a, b) for a, b in zip(again.sums, adagrad.sums))
+
+
+def test_compiled_passes_train_the_same_model_to_rounding(data_root, tmp_path):
+    eager, compiled = quick_config(data_root, max_samples=2000), quick_config(data_root, max_samples=2000)
+    eager.model.hidden_size = compiled.model.hidden_size = 50
+    compiled.train.compile = True
+    for cfg, name in ((eager, "eager"), (compiled, "compiled")):
+        train(cfg, tmp_path / name)
+    rows = {name: read_rows(tmp_path / name / "metrics.csv") for name in ("eager", "compiled")}
+    assert len(rows["eager"]) == len(rows["compiled"])
+    for a, b in zip(rows["eager"], rows["compiled"]):
+        assert float(b["test_elbo"]) == pytest.approx(float(a["test_elbo"]), abs=0.01)

@@ -1,9 +1,8 @@
 """The training algorithms of Figures 2 and 3, each one step function chosen once per job.
 
 A step takes a minibatch x ([B, D], values in [0, 1]), the indices of its images in the
-training set, and the job's random generator, from which it draws all of its noise; it
-updates the model's parameters and returns its loss, still on the device, for the
-divergence check. Every algorithm trains the same VAE module (Monte Carlo EM leaves its
+training set, and the job's random generator, from which it draws all of its noise, and
+updates the model's parameters. Every algorithm trains the same VAE module (Monte Carlo EM leaves its
 encoder untouched), so evaluation, checkpoints and `load_run` treat them alike. A factory
 also returns the algorithm's own state beyond the model and optimizer (Monte Carlo EM's
 chains), a dict of tensors that the step updates in place and the checkpoint keeps.
@@ -13,55 +12,44 @@ from typing import Callable
 
 import torch
 
+from vae_repro.adagrad import Adagrad
 from vae_repro.config import Config
 from vae_repro.hmc import adapt_log_step, hmc_move
 from vae_repro.model import VAE
 
-Step = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+Step = Callable[[torch.Tensor, torch.Tensor, torch.Generator], None]
 MCEM_INITIAL_STEP = 0.01  # HMC step size before tuning, as in the author's code
 
 
-def make_optimizer(model: VAE, lr: float, weight_decay: float,
-                   warmup_steps: int) -> tuple[torch.optim.Adagrad, torch.optim.lr_scheduler.LambdaLR]:
-    """Adagrad with the N(0, I) prior as weight decay on the weight matrices, and a schedule whose
-    first `warmup_steps` minibatches have step size 0: they only fill the accumulator, as in the
-    author's code. Adagrad keeps an accumulator per parameter, so wake-sleep's two networks each
-    have their own."""
-    biases = [p for name, p in model.named_parameters() if not name.endswith("weight")]
-    groups = [{"params": model.weights(), "weight_decay": weight_decay}, {"params": biases, "weight_decay": 0.0}]
-    optimizer = torch.optim.Adagrad(groups, lr=lr, fused=True)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: float(step >= warmup_steps))
-    return optimizer, schedule
-
-
-def aevb_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: Config, n_train: int,
-              gen: torch.Generator) -> tuple[Step, dict]:
+def aevb_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, gen: torch.Generator) -> tuple[Step, dict]:
     """One Adagrad step on the negative ELBO averaged over the batch, with L = train.mc_samples."""
-    def step(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    update = optimizer.updater(list(model.parameters()))
+
+    def step(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
         eps = torch.randn(cfg.train.mc_samples, len(x), model.latent_dim, generator=gen, device=x.device)
-        loss = model.negative_elbo_backward(x, eps)
-        optimizer.step()
-        return loss
+        model.negative_elbo_backward(x, eps)
+        update()
     return step, {}
 
 
-def wake_sleep_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: Config, n_train: int,
+def wake_sleep_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int,
                     gen: torch.Generator) -> tuple[Step, dict]:
     """Wake: z ~ q(z|x), one step of p(x|z) on -log p(x|z). Sleep: z ~ N(0, I) and x ~ p(x|z) from
     the updated p, one step of q(z|x) on -log q(z|x). As `step_wakesleep` in dpkingma/anglepy."""
-    def step(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    update_decoder, update_encoder = optimizer.updater(model.decoder_parameters()), optimizer.updater(
+        model.encoder_parameters())
+
+    def step(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
         eps = torch.randn(cfg.train.mc_samples, len(x), model.latent_dim, generator=gen, device=x.device)
-        wake_loss = model.wake_backward(x, eps)
-        optimizer.step()
+        model.wake_backward(x, eps)
+        update_decoder()
         z = torch.randn(len(x), model.latent_dim, generator=gen, device=x.device)
-        sleep_loss = model.sleep_backward(model.dream(z, gen), z)
-        optimizer.step()
-        return wake_loss + sleep_loss
+        model.sleep_backward(model.dream(z, gen), z)
+        update_encoder()
     return step, {}
 
 
-def mcem_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: Config, n_train: int,
-              gen: torch.Generator) -> tuple[Step, dict]:
+def mcem_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, gen: torch.Generator) -> tuple[Step, dict]:
     """Monte Carlo EM (the paper's appendix E, `step_batch_mcem` in dpkingma/anglepy): every training
     image keeps its own z, a chain started from the prior. E-step: one HMC move of the batch's
     chains on p(z|x) with one step size for all, tuned toward the target acceptance rate. M-step:
@@ -70,8 +58,9 @@ def mcem_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: Config, n_train
     chains = {"z": torch.randn(n_train, model.latent_dim, generator=gen, device=device),
               "log_step": torch.tensor(math.log(MCEM_INITIAL_STEP), device=device)}
     algo = cfg.algorithm
+    update_decoder = optimizer.updater(model.decoder_parameters())
 
-    def step(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def step(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
         def log_density_and_grad(z):
             return model.log_joint_and_grad(z, x)
 
@@ -82,9 +71,8 @@ def mcem_step(model: VAE, optimizer: torch.optim.Optimizer, cfg: Config, n_train
         chains["z"][idx] = z
         chains["log_step"].copy_(adapt_log_step(chains["log_step"], accepted.float().mean(), algo.hmc_target_accept))
         for _ in range(algo.m_steps):
-            loss = model.decoder_backward(z, x)
-            optimizer.step()
-        return loss
+            model.decoder_backward(z, x)
+            update_decoder()
     return step, chains
 
 

@@ -7,6 +7,7 @@ downloads missing files into the layout it knows; it is imported only then, sinc
 it takes over a second.
 """
 import contextlib
+import functools
 import gzip
 import io
 import math
@@ -133,8 +134,10 @@ def load_frey_face(root: str | Path, download: bool) -> tuple[torch.Tensor, torc
     return frames[:FREY_TRAIN], frames[FREY_TRAIN:]
 
 
+@functools.lru_cache(maxsize=2)  # the pre-check and the job of a command, and jobs one after the other, read once
 def load_dataset(name: str, root: str | Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training and test images as uint8 [N, D] tensors (grey levels 0..255), D = rows x columns."""
+    """Training and test images as uint8 [N, D] tensors (grey levels 0..255), D = rows x columns.
+    Callers share them: they are not to be changed in place."""
     if name == "frey_face":
         return load_frey_face(Path(root).resolve(), download)
     if name not in DATASETS:

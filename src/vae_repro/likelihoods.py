@@ -1,8 +1,8 @@
 """The decoder's p(x|z) per pixel, given the decoder's output layer `out` and data x in [0, 1].
 
-Each likelihood gives the log-density, the negative log-density per row with its gradient
-with respect to `out` (for the hand-written backward passes and HMC), the mean (for pictures) and a
-sample (for wake-sleep's dreams). The model holds one, chosen when it is built.
+Each likelihood gives the log-density, the gradient of the negative log-density with respect
+to `out` (for the hand-written backward passes), both at once (for HMC), the mean (for
+pictures) and a sample (for wake-sleep's dreams). The model holds one, chosen when it is built.
 """
 import math
 
@@ -20,10 +20,13 @@ class BernoulliPixels:
     def log_prob(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return -F.binary_cross_entropy_with_logits(out, x.expand_as(out), reduction="none").sum(-1)
 
+    def nll_grad(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
+        """The gradient of scale * -sum log p(x|z) with respect to `out`."""
+        return torch.sigmoid(out).sub_(x).mul_(scale)
+
     def nll_backward(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """-log p(x|z) of each row, and the gradient of scale * their sum with respect to `out`."""
-        nll = F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1)
-        return nll, torch.sigmoid(out).sub_(x).mul_(scale)
+        return F.binary_cross_entropy_with_logits(out, x, reduction="none").sum(-1), self.nll_grad(out, x, scale)
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(out)
@@ -53,18 +56,26 @@ class GaussianPixels:
         mean, logvar = self._mean_logvar(out)
         return -0.5 * (LOG_2PI + logvar + (x - mean).square() * torch.exp(-logvar)).sum(-1)
 
-    def nll_backward(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """-log p(x|z) of each row, and the gradient of scale * their sum with respect to `out`."""
+    def nll_grad(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
+        """The gradient of scale * -sum log p(x|z) with respect to `out`."""
+        return self.nll_backward(out, x, scale, with_nll=False)[1]
+
+    def nll_backward(self, out: torch.Tensor, x: torch.Tensor, scale: float,
+                     with_nll: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """-log p(x|z) of each row (unless `with_nll` is false), and the gradient of scale * their
+        sum with respect to `out`: one pass over their shared terms."""
         mean, logvar = self._mean_logvar(out)
         inv_var = torch.exp(-logvar)
         residual = x - mean
         scaled_sq = residual.square().mul_(inv_var)
-        nll = 0.5 * (LOG_2PI + logvar + scaled_sq).sum(-1)
-        d_mean_pre = residual.mul_(inv_var).mul_(mean * (mean - 1.0)).mul_(scale)
-        d_logvar = scaled_sq.neg_().add_(1.0).mul_(0.5 * scale)
+        nll = 0.5 * (LOG_2PI + logvar + scaled_sq).sum(-1) if with_nll else None
+        grad = torch.empty_like(out)
+        d_mean_pre, d_logvar = grad.chunk(2, dim=-1)  # written in place: no concatenation
+        torch.mul(residual, inv_var, out=d_mean_pre).mul_(mean * (mean - 1.0)).mul_(scale)
+        torch.neg(scaled_sq, out=d_logvar).add_(1.0).mul_(0.5 * scale)
         if self.logvar_min is not None:  # no gradient below the floor, as for a clamp
             d_logvar.mul_(out.chunk(2, dim=-1)[1] > self.logvar_min)
-        return nll, torch.cat([d_mean_pre, d_logvar], dim=-1)
+        return nll, grad
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return self._mean_logvar(out)[0]

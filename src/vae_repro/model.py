@@ -4,9 +4,12 @@ or Gaussian, see likelihoods.py), and its ELBO.
 Besides the autograd forward pass, the model has hand-written backward passes for the
 training steps (at batch 100 on a CPU, autograd's bookkeeping costs about a fifth of a
 step): the negative ELBO for AEVB, and the wake and sleep losses of wake-sleep. Each writes
-its gradient into .grad of the parameters it trains and leaves the others' .grad as None.
-tests/test_model.py checks them against autograd.
+its gradient into .grad of the parameters it trains and leaves the others' .grad as None;
+none computes the loss itself, which the update does not need (a diverging run shows in
+its weights). tests/test_model.py checks them against autograd.
 """
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -48,6 +51,12 @@ class VAE(nn.Module):
         """The weight matrices: the parameters under the N(0, I) prior (biases are not)."""
         return [p for name, p in self.named_parameters() if name.endswith("weight")]
 
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.enc_hidden.parameters(), *self.enc_out.parameters()]
+
+    def decoder_parameters(self) -> list[nn.Parameter]:
+        return [*self.dec_hidden.parameters(), *self.dec_out.parameters()]
+
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, logvar = self.enc_out(self.act(self.enc_hidden(x))).chunk(2, dim=-1)
         return mean, logvar
@@ -79,9 +88,8 @@ class VAE(nn.Module):
         mean, logvar = torch.addmm(self.enc_out.bias, h_enc, self.enc_out.weight.t()).chunk(2, dim=-1)
         return h_enc, mean, logvar
 
-    def _encoder_backward(self, x: torch.Tensor, h_enc: torch.Tensor, d_mean: torch.Tensor,
-                          d_logvar: torch.Tensor) -> None:
-        d_enc_out = torch.cat([d_mean, d_logvar], dim=-1)
+    def _encoder_backward(self, x: torch.Tensor, h_enc: torch.Tensor, d_enc_out: torch.Tensor) -> None:
+        """d_enc_out: the gradient of the encoder's output, mean and log variance side by side."""
         d_enc_hidden = d_enc_out.mm(self.enc_out.weight).mul_(self.act_grad(h_enc))
         _set_grads(self.enc_out, d_enc_out, h_enc)
         _set_grads(self.enc_hidden, d_enc_hidden, x)
@@ -90,50 +98,49 @@ class VAE(nn.Module):
         h_dec = self.act(torch.addmm(self.dec_hidden.bias, z, self.dec_hidden.weight.t()))
         return h_dec, torch.addmm(self.dec_out.bias, h_dec, self.dec_out.weight.t())
 
-    def _decoder_nll_backward(self, z: torch.Tensor, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """scale * -sum log p(x|z) over the rows of z and x, its gradient written into the decoder's
-        .grad, and its gradient with respect to the decoder's hidden pre-activation."""
+    def _decoder_backward(self, z: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
+        """The gradient of scale * -sum log p(x|z) over the rows of z and x, written into the decoder's
+        .grad; returns its gradient with respect to the decoder's hidden pre-activation."""
         h_dec, out = self._decoder_forward(z)
-        nll, d_out = self.likelihood.nll_backward(out, x, scale)
+        d_out = self.likelihood.nll_grad(out, x, scale)
         d_dec_hidden = d_out.mm(self.dec_out.weight).mul_(self.act_grad(h_dec))
         _set_grads(self.dec_out, d_out, h_dec)
         _set_grads(self.dec_hidden, d_dec_hidden, z)
-        return nll.sum() * scale, d_dec_hidden
+        return d_dec_hidden
 
     @torch.no_grad()
-    def negative_elbo_backward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """AEVB's loss: the mean over the batch of KL - E_q[log p(x|z)], as `forward` computes it,
-        with its gradient in every parameter's .grad."""
+    def negative_elbo_backward(self, x: torch.Tensor, eps: torch.Tensor) -> None:
+        """The gradient of AEVB's loss, the mean over the batch of KL - E_q[log p(x|z)] as `forward`
+        computes it, in every parameter's .grad."""
         n_samples, batch = eps.shape[0], x.shape[0]
         h_enc, mean, logvar = self._encoder_forward(x)
         std = torch.exp(0.5 * logvar)
         z = (mean + std * eps).view(n_samples * batch, -1)
         xs = x.repeat(n_samples, 1) if n_samples > 1 else x
-        nll, d_dec_hidden = self._decoder_nll_backward(z, xs, 1.0 / (n_samples * batch))
-        loss = nll + 0.5 * (mean.square() + std.square() - 1.0 - logvar).sum() / batch
+        d_dec_hidden = self._decoder_backward(z, xs, 1.0 / (n_samples * batch))
         d_z = d_dec_hidden.mm(self.dec_hidden.weight).view(n_samples, batch, -1)
-        d_mean = d_z.sum(0) + mean / batch
-        d_logvar = (d_z * eps).sum(0) * (0.5 * std) + (std.square() - 1.0) * (0.5 / batch)
-        self._encoder_backward(x, h_enc, d_mean, d_logvar)
-        return loss
+        d_enc_out = torch.empty(batch, 2 * self.latent_dim, dtype=x.dtype, device=x.device)
+        d_mean, d_logvar = d_enc_out.chunk(2, dim=-1)
+        torch.add(d_z.sum(0), mean / batch, out=d_mean)
+        torch.add((d_z * eps).sum(0) * (0.5 * std), (std.square() - 1.0) * (0.5 / batch), out=d_logvar)
+        self._encoder_backward(x, h_enc, d_enc_out)
 
     @torch.no_grad()
-    def wake_backward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """The wake phase's loss: -E_q[log p(x|z)], z = mean + std * eps from q(z|x) taken as fixed,
-        averaged over the batch, with its gradient in the decoder's .grad only."""
+    def wake_backward(self, x: torch.Tensor, eps: torch.Tensor) -> None:
+        """The gradient of the wake phase's loss, -E_q[log p(x|z)] with z = mean + std * eps from
+        q(z|x) taken as fixed, averaged over the batch, in the decoder's .grad only."""
         n_samples, batch = eps.shape[0], x.shape[0]
         _, mean, logvar = self._encoder_forward(x)
         z = (mean + torch.exp(0.5 * logvar) * eps).view(n_samples * batch, -1)
-        return self.decoder_backward(z, x.repeat(n_samples, 1) if n_samples > 1 else x)
+        self.decoder_backward(z, x.repeat(n_samples, 1) if n_samples > 1 else x)
 
     @torch.no_grad()
-    def decoder_backward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """-log p(x|z) averaged over the rows of the pairs (z, x), with its gradient in the decoder's
+    def decoder_backward(self, z: torch.Tensor, x: torch.Tensor) -> None:
+        """The gradient of -log p(x|z) averaged over the rows of the pairs (z, x), in the decoder's
         .grad only: the wake phase, and Monte Carlo EM's M-step."""
         for layer in (self.enc_hidden, self.enc_out):
             layer.weight.grad = layer.bias.grad = None
-        loss, _ = self._decoder_nll_backward(z, x, 1.0 / len(x))
-        return loss
+        self._decoder_backward(z, x, 1.0 / len(x))
 
     @torch.no_grad()
     def log_joint(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -154,19 +161,33 @@ class VAE(nn.Module):
         return self.likelihood.sample(self.decode(z), generator)
 
     @torch.no_grad()
-    def sleep_backward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """The sleep phase's loss: -log q(z|x) averaged over the batch of dreamt pairs (z, x),
-        with its gradient in the encoder's .grad only."""
+    def sleep_backward(self, x: torch.Tensor, z: torch.Tensor) -> None:
+        """The gradient of the sleep phase's loss, -log q(z|x) averaged over the batch of dreamt
+        pairs (z, x), in the encoder's .grad only."""
         batch = x.shape[0]
         h_enc, mean, logvar = self._encoder_forward(x)
         inv_var = torch.exp(-logvar)
         diff = z - mean
         sq = diff.square() * inv_var
-        loss = 0.5 * (LOG_2PI + logvar + sq).sum() / batch
         for layer in (self.dec_hidden, self.dec_out):
             layer.weight.grad = layer.bias.grad = None
-        self._encoder_backward(x, h_enc, -diff * inv_var / batch, (1.0 - sq) * (0.5 / batch))
-        return loss
+        self._encoder_backward(x, h_enc, torch.cat([-diff * inv_var / batch, (1.0 - sq) * (0.5 / batch)], dim=-1))
+
+
+# The passes a training step and an evaluation run, which `compile_passes` hands to torch.compile.
+COMPILED_PASSES = ("forward", "negative_elbo_backward", "wake_backward", "sleep_backward", "decoder_backward",
+                   "dream", "log_joint_and_grad")
+
+
+def compile_passes(model: VAE) -> None:
+    """Replace the model's passes by torch.compile'd ones (train.compile): each becomes a few fused
+    loops instead of some forty small operations. The updates stay outside: PyTorch's fused
+    Adagrad kernel cannot be compiled, and needs not be. Rounding differs slightly from the
+    eager passes; the method does not."""
+    # torch.compile's C++ builder warns on every job of a CUDA build that finds no CUDA runtime.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    for name in COMPILED_PASSES:
+        setattr(model, name, torch.compile(getattr(model, name), dynamic=False))
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:

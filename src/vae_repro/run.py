@@ -32,7 +32,7 @@ from vae_repro.config import Config, ConfigError, check_config
 from vae_repro.data import DataError, load_dataset
 from vae_repro.metrics import read_summary
 from vae_repro.rundir import RunDirBusy, busy_message, holder
-from vae_repro.train import Diverged, error_line, resolve_device, select_train, train
+from vae_repro.train import Diverged, check_compiler, error_line, resolve_device, select_train, train
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ConfigStore.instance().store(name="config_schema", node=Config)
@@ -68,32 +68,33 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split("Config search path")[0].split())
 
 
-def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], DictConfig]:
-    """The override list of every job the command would launch, as Hydra's basic sweeper
-    expands them, and the command's Hydra config."""
+def _sweep_jobs(overrides: list[str]) -> tuple[list[list[str]], DictConfig]:
+    """The override list of every job of a multirun, as Hydra's basic sweeper expands them, and the
+    command's Hydra config."""
     parser = OverridesParser.create()
     parsed = parser.parse_overrides(overrides)
     plain = [o.input_line for o in parsed if not o.is_sweep_override()]
     hydra_cfg = compose("config", overrides=plain, return_hydra_config=True).hydra
-    if not multirun:
-        return [overrides], hydra_cfg
     swept = {o.get_key_element(): o for o in parsed}
     config_params = hydra_cfg.sweeper.get("params") or {}
     from_config = parser.parse_overrides([f"{k}={v}" for k, v in config_params.items() if k not in swept])
     return BasicSweeper.split_arguments(from_config + list(swept.values()), None)[0], hydra_cfg
 
 
-def _compose_job(overrides: list[str], num: int) -> tuple[Config, str]:
-    """A job's config, checked, and its subdir of the sweep dir as the launcher names job number `num`."""
+def _compose_job(overrides: list[str], num: int) -> tuple[Config, DictConfig]:
+    """A job's config, checked, and its Hydra config as the launcher sets it for job number `num`,
+    with its output dirs resolved."""
     composed = compose("config", overrides=overrides, return_hydra_config=True)
     with open_dict(composed):
-        composed.hydra.job.num = composed.hydra.job.id = num
-        subdir = str(composed.hydra.sweep.subdir)
+        hydra_cfg = composed.hydra
+        hydra_cfg.job.num = hydra_cfg.job.id = num
+        for key in ("run.dir", "sweep.dir", "sweep.subdir"):
+            OmegaConf.update(hydra_cfg, key, str(OmegaConf.select(hydra_cfg, key)))
         del composed["hydra"]
     cfg: Config = OmegaConf.to_object(composed)
     check_config(cfg)
     cfg.data.root = to_absolute_path(cfg.data.root)
-    return cfg, subdir
+    return cfg, hydra_cfg
 
 
 @dataclass
@@ -115,7 +116,11 @@ def precheck(argv: list[str]) -> Command | None:
     multirun = bool(flags)
     overrides = [a for a in argv if not a.startswith("-")]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="precheck"):
-        jobs, hydra_cfg = _jobs(overrides, multirun)
+        if multirun:
+            jobs, hydra_cfg = _sweep_jobs(overrides)
+        else:
+            cfg, hydra_cfg = _compose_job(overrides, 0)
+            jobs = [overrides]
         dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         resolved = str(OmegaConf.select(hydra_cfg, dir_key.removeprefix("hydra.")))
         out_dir = Path(to_absolute_path(resolved))
@@ -123,14 +128,14 @@ def precheck(argv: list[str]) -> Command | None:
         # so that Hydra uses this very dir and the closing message can name it.
         named = any(o.lstrip("+").split("=", 1)[0] == dir_key for o in overrides)
         pin = [] if named else [f"{dir_key}={resolved}"]
-        cfgs, job_dirs = [], []
-        for num, job in enumerate(jobs):
-            cfg, subdir = _compose_job(job + pin, num)
+        cfgs, job_dirs = ([], []) if multirun else ([cfg], [out_dir])
+        for num, job in enumerate(jobs if multirun else []):
+            cfg, job_hydra = _compose_job(job + pin, num)
             cfgs.append(cfg)
-            job_dirs.append(out_dir / subdir if multirun else out_dir)
-    if "Slurm" not in str(hydra_cfg.launcher.get("_target_")):  # a login node may lack the jobs' GPU
-        for device in {str(cfg.device) for cfg in cfgs}:
-            resolve_device(device)
+            job_dirs.append(out_dir / job_hydra.sweep.subdir)
+    if "Slurm" not in str(hydra_cfg.launcher.get("_target_")):  # a login node may lack the jobs' GPU or compiler
+        for cfg in cfgs:
+            check_compiler(cfg, resolve_device(str(cfg.device)))
     train_sets = {}
     for cfg in cfgs:
         data = (str(cfg.data.name), cfg.data.root, cfg.data.download)
