@@ -11,6 +11,8 @@ import pytest
 import torch
 from conftest import run_cli
 
+from vae_repro.checkpoint import StopSignals
+
 # Long enough to be killed in the middle: 1000 steps, a checkpoint every 100.
 LONG = ["train.max_samples=1e5", "train.eval_start=1000", "train.eval_points_per_decade=4",
         "train.checkpoint_every=1e4", "train.progress=false", "device=cpu"]
@@ -142,6 +144,18 @@ def test_slurm_warning_signal_checkpoints_then_reaches_the_previous_handler(data
     assert summary["status"] == "interrupted"
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert checkpoint["state"]["samples"] == summary["samples"] > 10_000
+
+
+def test_a_process_started_immune_to_ctrl_c_stays_so():
+    """nohup and a shell's background jobs start a process with SIGINT ignored: a run there goes on."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopSignals() as stop:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+        assert stop.received is None and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def snapshot(run_dir):

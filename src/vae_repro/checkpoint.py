@@ -24,8 +24,8 @@ from vae_repro.likelihoods import BernoulliPixels, GaussianPixels
 from vae_repro.model import VAE
 
 # Keys that may change between a run and its resumption; any other change is refused.
-RESUMABLE_CHANGES = {"train.max_samples", "train.checkpoint_every", "train.progress", "threads", "data.root",
-                     "data.download"}
+RESUMABLE_CHANGES = {"train.max_samples", "train.checkpoint_every", "train.progress", "train.compile", "threads",
+                     "data.root", "data.download"}
 CHECKPOINT_KEYS = {"config", "model", "optimizer", "rng", "state"}
 MODEL_KEYS = {"config", "input_dim", "state_dict"}
 # Checkpoints written before the random states were kept as plain data hold numpy's as an array;
@@ -153,6 +153,8 @@ class StopSignals:
         if threading.current_thread() is threading.main_thread():
             for name in self.SIGNALS:
                 sig = getattr(signal, name)
+                if sig == signal.SIGINT and signal.getsignal(sig) == signal.SIG_IGN:
+                    continue  # started immune to Ctrl-C (nohup, a background job), as Python leaves it: stay so
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 
