@@ -182,7 +182,7 @@ COMPILED_PASSES = ("forward", "negative_elbo_backward", "wake_backward", "sleep_
 def compile_passes(model: VAE) -> None:
     """Replace the model's passes by torch.compile'd ones (train.compile): each becomes a few fused
     loops instead of some forty small operations. The updates stay outside: PyTorch's fused
-    Adagrad kernel cannot be compiled, and needs not be. Rounding differs slightly from the
+    Adagrad kernel cannot be compiled, and need not be. Rounding differs slightly from the
     eager passes; the method does not."""
     # torch.compile's C++ builder warns on every job of a CUDA build that finds no CUDA runtime.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
