@@ -35,6 +35,13 @@ def test_frey_face_data_brings_the_papers_frey_model_and_yields_to_the_command_l
     assert str(sweep.data.name) == "frey_face" and str(sweep.hydra.sweeper.params.latent_dim) == "2,5,10,20"
 
 
+def test_an_experiment_preset_overrides_the_defaults_and_yields_to_the_command_line():
+    quick = OmegaConf.to_object(compose_config(["experiment=quick"]))
+    assert (quick.train.max_samples, quick.train.eval_points_per_decade) == (1e6, 4)
+    mine = OmegaConf.to_object(compose_config(["experiment=quick", "train.max_samples=2e5"]))
+    assert (mine.train.max_samples, mine.train.eval_points_per_decade) == (2e5, 4)
+
+
 def test_overrides_are_typed():
     cfg = OmegaConf.to_object(compose_config(["latent_dim=10", "optimizer.lr=0.1", "train.max_samples=1e6",
                                               "data=fashion_mnist", "data.binarize=dynamic", "device=cpu"]))
