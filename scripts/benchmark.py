@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from textbook import BATCH, LR, textbook_frey, textbook_mnist
 
+from vae_repro.checkpoint import StopSignals
 from vae_repro.config import (AlgorithmConfig, Config, ConfigError, DataConfig, EvalConfig, ModelConfig,
                               OptimizerConfig, TrainConfig)
 from vae_repro.data import DATASETS, DataError, load_dataset, load_frey_face, write_idx
@@ -101,10 +102,8 @@ class Project:
         self.job = Job(cfg, Path(tempfile.mkdtemp()), data=(train_x, test_x))
 
     def train(self, samples):
-        job = self.job
-        for _ in range(samples // BATCH):
-            job.step(*job.next_batch(), job.gen)
-        sync(job.device)
+        self.job.train_steps(samples // BATCH, StopSignals())  # the runner's own loop, with no signal handlers set
+        sync(self.job.device)
 
     def evaluate(self):
         return [evaluate(self.job.model, x, 1, seed=1, binarize_dynamic=False)[0]
