@@ -13,7 +13,7 @@ from vae_repro.model import VAE
 METRIC_COLUMNS = ["samples", "train_elbo", "train_log_px", "train_kl",
                   "test_elbo", "test_log_px", "test_kl", "wall_s"]
 MARGINAL_COLUMNS = ["train_log_px_marginal", "test_log_px_marginal"]
-EVAL_CHUNK = 5_000  # rows per forward pass in evaluation: large matmuls, bounded memory
+EVAL_CHUNK = 1_000  # rows per forward pass in evaluation: large matmuls, temporaries of a few MB
 
 
 def metric_columns(marginal: bool) -> list[str]:
