@@ -238,8 +238,8 @@ def floor_row(name, setup, device, train_x, test_x, rounds, samples, job_samples
     """One line of the floor table: the AEVB step of `setup`, its products alone, and a whole job
     (with train.compile, its compiling included). The machine's speed drifts from one minute to the
     next, so each share divides rates measured in the same window: per round a second of the
-    large matmul, then the step and the products; the job between two such seconds. The best
-    round's shares are printed."""
+    large matmul, then the step and the products; the job between two such seconds. Each rate
+    and share printed is the best of the rounds."""
     project = Project(setup_config(setup, device, compile=compile), train_x, test_x)
     flops = flops_per_sample(project.job.model)
     loops = {"step": project.train, "products": products_only(project.job.model, device)}

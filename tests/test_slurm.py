@@ -44,6 +44,7 @@ def cluster_answers():
     if problem:
         no_cluster(problem)
 
+
 # The preset of conf/hydra/launcher/slurm.yaml, sized for a small machine without GPUs.
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.mem_gb=2"]
@@ -108,7 +109,7 @@ def cluster_runs_a_python_job(cluster_answers, tmp_path_factory):
     if problem:
         subprocess.run(["scancel", *(p.name for p in folder.glob("*") if p.name.isdigit())], capture_output=True)
         no_cluster(f"the SLURM cluster does not run a plain Python job through submitit: {problem}\n"
-                    f"{cluster_report(folder)}")
+                   f"{cluster_report(folder)}")
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ class BernoulliPixels:
 
     def log_prob(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         # log p = x * out - softplus(out) per pixel: two passes over `out` where PyTorch's
-        # binary_cross_entropy_with_logits makes five, and a third of its time on a CPU.
+        # binary_cross_entropy_with_logits makes five.
         return torch.linalg.vecdot(x, out) - F.softplus(out).sum(-1)
 
     def nll_grad(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
