@@ -132,7 +132,7 @@ class VAE(nn.Module):
         q(z|x) taken as fixed, averaged over the batch, in the decoder's .grad only."""
         n_samples, batch = eps.shape[0], x.shape[0]
         _, mean, logvar = self._encoder_forward(x)
-        z = (mean + torch.exp(0.5 * logvar) * eps).view(n_samples * batch, -1)
+        z = torch.addcmul(mean, torch.exp(0.5 * logvar), eps).view(n_samples * batch, -1)  # as AEVB's step
         self.decoder_backward(z, x.repeat(n_samples, 1) if n_samples > 1 else x)
 
     @torch.no_grad()

@@ -128,11 +128,14 @@ def precheck(argv: list[str]) -> Command | None:
         # so that Hydra uses this very dir and the closing message can name it.
         named = any(o.lstrip("+").split("=", 1)[0] == dir_key for o in overrides)
         pin = [] if named else [f"{dir_key}={resolved}"]
-        cfgs, job_dirs = ([], []) if multirun else ([cfg], [out_dir])
-        for num, job in enumerate(jobs if multirun else []):
-            cfg, job_hydra = _compose_job(job + pin, num)
-            cfgs.append(cfg)
-            job_dirs.append(out_dir / job_hydra.sweep.subdir)
+        if multirun:
+            cfgs, job_dirs = [], []
+            for num, job in enumerate(jobs):
+                cfg, job_hydra = _compose_job(job + pin, num)
+                cfgs.append(cfg)
+                job_dirs.append(out_dir / job_hydra.sweep.subdir)
+        else:
+            cfgs, job_dirs = [cfg], [out_dir]  # composed once above
     if "Slurm" not in str(hydra_cfg.launcher.get("_target_")):  # a login node may lack the jobs' GPU or compiler
         for cfg in cfgs:
             check_compiler(cfg, resolve_device(str(cfg.device)))

@@ -295,7 +295,7 @@ def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tens
     """Train one model as `cfg` says, writing into `out_dir`; resume if a checkpoint is there.
 
     `data` is (train, test) as uint8 [N, 784] grey levels; by default it is loaded as `cfg.data`
-    says. Returns the summary (also written to summary.json). Raises Diverged on a
+    says. Returns the summary (also written to summary.json). Raises Diverged on
     non-finite weights, and any other error of the job, after recording it in summary.json;
     RunDirBusy, without touching the dir, if another process trains in it.
     """
