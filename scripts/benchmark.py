@@ -50,6 +50,7 @@ FIG3_LATENT, FIG3_HIDDEN, FIG3_TRAIN = 3, 100, 1000  # Figure 3's model and its 
 FIG3_EVALS_PER_DECADE, FIG3_RUN_SAMPLES = 2, (10_000_000, 60_000_000)  # sweep=fig3's schedule; run lengths
 TEXTBOOK_EVAL_EVERY = 100_000
 PAPER_SAMPLES = 100_000_000
+PROBE_S, PROBE_EVERY_S = 0.3, 10.0  # the large matmul's measurements within a job: length, interval
 
 
 def sync(device):
@@ -148,11 +149,29 @@ def best_in_turns(loops: dict, samples: int, rounds: int) -> dict:
     return best
 
 
-def job_samples_per_s(cfg: Config, train_x, test_x) -> float:
+def job_samples_per_s(cfg: Config, train_x, test_x, device) -> tuple[float, float]:
     """Samples per second of a whole job as the runner trains it, evaluations and checkpoints
-    included, start-up not."""
+    included, start-up not; and the large matmul's GFLOP/s over the same time. The machine's
+    speed drifts within a job, so the matmul is measured before and after it and, between its
+    steps, every PROBE_EVERY_S seconds; the probes' time is taken out of the job's."""
+    rates, probe_s = [matmul_gflops(device, seconds=PROBE_S)], 0.0
     with tempfile.TemporaryDirectory() as out:
-        return Job(cfg, Path(out), data=(train_x, test_x)).run()["samples_per_s"]
+        job = Job(cfg, Path(out), data=(train_x, test_x))
+        train_steps, last_probe = job.train_steps, time.perf_counter()
+
+        def train_steps_and_probe(n, stop):
+            nonlocal probe_s, last_probe
+            done = train_steps(n, stop)
+            if time.perf_counter() - last_probe > PROBE_EVERY_S:
+                start = time.perf_counter()
+                rates.append(matmul_gflops(device, seconds=PROBE_S))
+                last_probe = time.perf_counter()
+                probe_s += last_probe - start
+            return done
+        job.train_steps = train_steps_and_probe
+        summary = job.run()
+    rates.append(matmul_gflops(device, seconds=PROBE_S))
+    return summary["samples"] / (summary["wall_s"] - probe_s), sum(rates) / len(rates)
 
 
 def job_peak_memory_mib(dataset, root):
@@ -238,8 +257,8 @@ def floor_row(name, setup, device, train_x, test_x, rounds, samples, job_samples
     """One line of the floor table: the AEVB step of `setup`, its products alone, and a whole job
     (with train.compile, its compiling included). The machine's speed drifts from one minute to the
     next, so each share divides rates measured in the same window: per round a second of the
-    large matmul, then the step and the products; the job between two such seconds. Each rate
-    and share printed is the best of the rounds."""
+    large matmul, then the step and the products; for the job, the matmul's average over its
+    run (`job_samples_per_s`). Each rate and share of the step printed is the best of the rounds."""
     project = Project(setup_config(setup, device, compile=compile), train_x, test_x)
     flops = flops_per_sample(project.job.model)
     loops = {"step": project.train, "products": products_only(project.job.model, device)}
@@ -252,10 +271,8 @@ def floor_row(name, setup, device, train_x, test_x, rounds, samples, job_samples
         step, products = (timed(train, samples)[0] / samples for train in loops.values())
         step_s, products_s = min(step_s, step), min(products_s, products)
         of_bound, of_matmul = max(of_bound, products / step), max(of_matmul, flops / step / 1e9 / gflops)
-    gflops_before = matmul_gflops(device, seconds=1.0)
-    job_rate = job_samples_per_s(setup_config(setup, device, max_samples=job_samples, compile=compile), train_x,
-                                 test_x)
-    job_gflops = (gflops_before + matmul_gflops(device, seconds=1.0)) / 2
+    job_rate, job_gflops = job_samples_per_s(setup_config(setup, device, max_samples=job_samples, compile=compile),
+                                             train_x, test_x, device)
     print(f"{name:26}{1 / step_s:10,.0f}{1 / products_s:10,.0f}{100 * of_bound:9.0f}%{100 * of_matmul:10.0f}%"
           f"{1e3 * BATCH * (step_s - products_s):12.2f}{job_rate:10,.0f}{100 * job_rate * flops / 1e9 / job_gflops:10.0f}%")
 

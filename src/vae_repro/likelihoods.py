@@ -3,6 +3,7 @@
 Each likelihood gives the log-density, the gradient of the negative log-density with respect
 to `out` (for the hand-written backward passes), both at once (for HMC), the mean (for
 pictures) and a sample (for wake-sleep's dreams). The model holds one, chosen when it is built.
+The gradients may be written over `out`, which their callers do not need after them.
 """
 import math
 
@@ -23,12 +24,14 @@ class BernoulliPixels:
         return torch.linalg.vecdot(x, out) - F.softplus(out).sum(-1)
 
     def nll_grad(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
-        """The gradient of scale * -sum log p(x|z) with respect to `out`."""
-        return torch.sigmoid(out).sub_(x).mul_(scale)
+        """The gradient of scale * -sum log p(x|z) with respect to `out`, written over `out`."""
+        return out.sigmoid_().sub_(x).mul_(scale)
 
     def nll_backward(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """-log p(x|z) of each row, and the gradient of scale * their sum with respect to `out`."""
-        return -self.log_prob(out, x), self.nll_grad(out, x, scale)
+        """-log p(x|z) of each row, and the gradient of scale * their sum with respect to `out`, written
+        over `out`."""
+        nll = -self.log_prob(out, x)
+        return nll, self.nll_grad(out, x, scale)
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(out)

@@ -17,6 +17,9 @@ from torch import nn
 from vae_repro.likelihoods import LOG_2PI, BernoulliPixels, GaussianPixels
 
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus, "relu": torch.relu}
+# The same, overwriting their input: for the hand-written passes, which keep no pre-activation.
+ACTIVATIONS_IN_PLACE = {"tanh": torch.tanh_, "sigmoid": torch.sigmoid_, "softplus": lambda x: F.softplus(x, out=x),
+                        "relu": torch.relu_}
 # Derivative of each activation, written in terms of its output y.
 ACTIVATION_GRADS = {"tanh": lambda y: torch.addcmul(y.new_ones(()), y, y, value=-1.0),  # 1 - y * y in one pass
                     "sigmoid": lambda y: y * (1.0 - y), "softplus": lambda y: -torch.expm1(-y),
@@ -38,7 +41,8 @@ class VAE(nn.Module):
                  init_std: float = 0.01, likelihood: BernoulliPixels | GaussianPixels | None = None):
         super().__init__()
         self.latent_dim = latent_dim
-        self.act, self.act_grad = ACTIVATIONS[activation], ACTIVATION_GRADS[activation]
+        self.act, self.act_, self.act_grad = (ACTIVATIONS[activation], ACTIVATIONS_IN_PLACE[activation],
+                                              ACTIVATION_GRADS[activation])
         self.likelihood = likelihood or BernoulliPixels()
         self.enc_hidden = nn.Linear(input_dim, hidden_size)
         self.enc_out = nn.Linear(hidden_size, 2 * latent_dim)  # mean and log variance of q(z|x)
@@ -85,7 +89,7 @@ class VAE(nn.Module):
     # Hand-written passes. "pre" is a layer's output before its activation.
 
     def _encoder_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h_enc = self.act(torch.addmm(self.enc_hidden.bias, x, self.enc_hidden.weight.t()))
+        h_enc = self.act_(torch.addmm(self.enc_hidden.bias, x, self.enc_hidden.weight.t()))
         mean, logvar = torch.addmm(self.enc_out.bias, h_enc, self.enc_out.weight.t()).chunk(2, dim=-1)
         return h_enc, mean, logvar
 
@@ -96,7 +100,7 @@ class VAE(nn.Module):
         _set_grads(self.enc_hidden, d_enc_hidden, x)
 
     def _decoder_forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h_dec = self.act(torch.addmm(self.dec_hidden.bias, z, self.dec_hidden.weight.t()))
+        h_dec = self.act_(torch.addmm(self.dec_hidden.bias, z, self.dec_hidden.weight.t()))
         return h_dec, torch.addmm(self.dec_out.bias, h_dec, self.dec_out.weight.t())
 
     def _decoder_backward(self, z: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
