@@ -137,11 +137,15 @@ def flops_per_sample(model) -> int:
                        for layer in (model.enc_hidden, model.enc_out, model.dec_hidden, model.dec_out))
 
 
+def warm_up(loops: dict) -> None:
+    for train in loops.values():
+        train(10 * BATCH)
+
+
 def best_in_turns(loops: dict, samples: int, rounds: int) -> dict:
     """Seconds per sample of each loop (a function of a sample count), best of `rounds` windows
     taken in turns, so that all meet the same neighbours on a shared machine."""
-    for train in loops.values():
-        train(10 * BATCH)  # warm-up
+    warm_up(loops)
     best = {name: math.inf for name in loops}
     for _ in range(rounds):
         for name, train in loops.items():
@@ -262,8 +266,7 @@ def floor_row(name, setup, device, train_x, test_x, rounds, samples, job_samples
     project = Project(setup_config(setup, device, compile=compile), train_x, test_x)
     flops = flops_per_sample(project.job.model)
     loops = {"step": project.train, "products": products_only(project.job.model, device)}
-    for train in loops.values():
-        train(10 * BATCH)  # warm-up
+    warm_up(loops)
     step_s = products_s = math.inf
     of_bound = of_matmul = 0.0
     for _ in range(rounds):
