@@ -20,7 +20,8 @@ Measures, on the same data and machine:
              products alone (the most any fp32 step of that model can do), the time per step
              outside them, and a whole job of --job-samples (evaluations and checkpoints
              included), each as a share of the large matmul's rate; with --compile the same
-             with train.compile (its compiling counted in the job)
+             with train.compile (its compiling counted in the job); on CUDA the same with
+             train.cuda_graph=false
   curve      both loops trained for --curve-samples with the same settings, ELBO side by side
 Without the dataset's files under --data-root it makes random full-size IDX files, and
 without <data-root>/FreyFace/frey_rawface.mat random frames.
@@ -114,19 +115,29 @@ class Project:
 def products_only(model, device):
     """A step of nothing but the matrix products of an AEVB step of `model`, on random operands:
     each layer's forward product and its weight gradient, and the gradient of its input for all
-    but the first layer (whose input is the data)."""
+    but the first layer (whose input is the data). On a CUDA device they are replayed as one
+    CUDA graph, as the step is: launched one by one, they would time the launches."""
     layers = [model.enc_hidden, model.enc_out, model.dec_hidden, model.dec_out]
     inputs = [torch.rand(BATCH, layer.in_features, device=device) for layer in layers]
     output_grads = [torch.rand(BATCH, layer.out_features, device=device) for layer in layers]
 
+    @torch.no_grad()
+    def products():
+        for i, (layer, layer_input, d_output) in enumerate(zip(layers, inputs, output_grads)):
+            torch.addmm(layer.bias, layer_input, layer.weight.t())
+            d_output.t().mm(layer_input)
+            if i > 0:
+                d_output.mm(layer.weight)
+    if device.type == "cuda":
+        products()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            products()
+        products = graph.replay
+
     def train(samples):
-        with torch.no_grad():
-            for _ in range(samples // BATCH):
-                for i, (layer, layer_input, d_output) in enumerate(zip(layers, inputs, output_grads)):
-                    torch.addmm(layer.bias, layer_input, layer.weight.t())
-                    d_output.t().mm(layer_input)
-                    if i > 0:
-                        d_output.mm(layer.weight)
+        for _ in range(samples // BATCH):
+            products()
         sync(device)
     return train
 
@@ -257,13 +268,14 @@ def print_fig3(step_s, marginal_s, elbo_s):
         print(f"marginal estimates' wall share, {run_samples:.0e} samples ({n_evals} evaluations): " + ", ".join(shares))
 
 
-def floor_row(name, setup, device, train_x, test_x, rounds, samples, job_samples, compile=False):
-    """One line of the floor table: the AEVB step of `setup`, its products alone, and a whole job
-    (with train.compile, its compiling included). The machine's speed drifts from one minute to the
-    next, so each share divides rates measured in the same window: per round a second of the
-    large matmul, then the step and the products; for the job, the matmul's average over its
-    run (`job_samples_per_s`). Each rate and share of the step printed is the best of the rounds."""
-    project = Project(setup_config(setup, device, compile=compile), train_x, test_x)
+def floor_row(name, setup, device, train_x, test_x, rounds, samples, job_samples, **train):
+    """One line of the floor table: the AEVB step of `setup`, its products alone, and a whole job,
+    with the `train` settings given (with train.compile, its compiling included in the job's
+    time). The machine's speed drifts from one minute to the next, so each share divides rates
+    measured in the same window: per round a second of the large matmul, then the step and the
+    products; for the job, the matmul's average over its run (`job_samples_per_s`). Each rate
+    and share of the step printed is the best of the rounds."""
+    project = Project(setup_config(setup, device, **train), train_x, test_x)
     flops = flops_per_sample(project.job.model)
     loops = {"step": project.train, "products": products_only(project.job.model, device)}
     warm_up(loops)
@@ -274,7 +286,7 @@ def floor_row(name, setup, device, train_x, test_x, rounds, samples, job_samples
         step, products = (timed(train, samples)[0] / samples for train in loops.values())
         step_s, products_s = min(step_s, step), min(products_s, products)
         of_bound, of_matmul = max(of_bound, products / step), max(of_matmul, flops / step / 1e9 / gflops)
-    job_rate, job_gflops = job_samples_per_s(setup_config(setup, device, max_samples=job_samples, compile=compile),
+    job_rate, job_gflops = job_samples_per_s(setup_config(setup, device, max_samples=job_samples, **train),
                                              train_x, test_x, device)
     print(f"{name:26}{1 / step_s:10,.0f}{1 / products_s:10,.0f}{100 * of_bound:9.0f}%{100 * of_matmul:10.0f}%"
           f"{1e3 * BATCH * (step_s - products_s):12.2f}{job_rate:10,.0f}{100 * job_rate * flops / 1e9 / job_gflops:10.0f}%")
@@ -367,10 +379,13 @@ def main():
         setups = (("MNIST, H=500, N_z=20", "mnist", (train_x, test_x)),
                   ("Frey Face, H=200, N_z=5", "frey", (frey_train, frey_test)),
                   ("Figure 3, H=100, N_z=3", "fig3", (train_x[:FIG3_TRAIN], test_x)))
-        for compile in (False, True) if args.compile else (False,):
+        # Variants beside the default: torch.compile'd passes, and on CUDA the kernels launched one by one.
+        variants = [("", {})] + [(", compiled", {"compile": True})] * args.compile + \
+            [(", eager launches", {"cuda_graph": False})] * (device.type == "cuda")
+        for suffix, train in variants:
             for name, setup, data in setups:
-                floor_row(name.split(",")[0] + ", compiled" if compile else name, setup, device, *data,
-                          args.rounds, args.project_samples, args.job_samples, compile)
+                floor_row(name.split(",")[0] + suffix if suffix else name, setup, device, *data,
+                          args.rounds, args.project_samples, args.job_samples, **train)
 
         if args.curve_samples:
             print(f"\nELBO after the same training (N_z={MNIST_LATENT}, lr={LR}, batch {BATCH}), train / test:")

@@ -116,6 +116,20 @@ def test_threads_may_change_on_resume(reference, algorithm, data_root, tmp_path)
     assert json.loads((job / "summary.json").read_text())["threads"] == 1
 
 
+def test_a_checkpoint_from_another_kind_of_device_is_refused_with_a_reason(data_root, tmp_path):
+    """device=auto on a GPU machine, then the same command where there is none: the generators'
+    streams differ, so the run cannot go on as it would have (tests/test_cuda.py does it for real)."""
+    args = [f"data.root={data_root}", *LONG, "hydra.run.dir=job"]
+    assert run_cli([*args, "train.max_samples=1000"], tmp_path).returncode == 0
+    checkpoint = torch.load(tmp_path / "job" / "checkpoint.pt", weights_only=True)
+    checkpoint["rng"]["device"] = "cuda"
+    torch.save(checkpoint, tmp_path / "job" / "checkpoint.pt")
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (f"{tmp_path / 'job' / 'checkpoint.pt'}: written by a job on cuda, and this job runs on cpu: the random "
+            "streams of the two differ, so it can resume only on cuda; or choose another output dir") in result.stderr
+
+
 HANDED_ON = """
 import signal, sys
 from pathlib import Path

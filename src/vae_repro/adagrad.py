@@ -28,9 +28,10 @@ class Adagrad:
         self.n_weights, self.weight_decay = len(weights), weight_decay
         self.sums = [torch.zeros_like(p) for p in self.params]
         # The kernel reads a step count per parameter only to decay the step size, and lr_decay is 0:
-        # the counts are kept as plain numbers, and given to it as tensors that never change.
+        # the counts are kept as plain numbers, and given to it as tensors that never change (on the
+        # parameters' device, where the CUDA kernel wants every tensor it is given).
         self.counts = [0] * len(self.params)
-        self._steps = [torch.zeros((), dtype=torch.float32) for _ in self.params]
+        self._steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
         self.lr = lr
 
     def updater(self, params: list[nn.Parameter]) -> Callable[[], None]:

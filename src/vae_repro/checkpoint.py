@@ -24,8 +24,8 @@ from vae_repro.likelihoods import BernoulliPixels, GaussianPixels
 from vae_repro.model import VAE
 
 # Keys that may change between a run and its resumption; any other change is refused.
-RESUMABLE_CHANGES = {"train.max_samples", "train.checkpoint_every", "train.progress", "train.compile", "threads",
-                     "data.root", "data.download"}
+RESUMABLE_CHANGES = {"train.max_samples", "train.checkpoint_every", "train.progress", "train.compile",
+                     "train.cuda_graph", "threads", "data.root", "data.download"}
 CHECKPOINT_KEYS = {"config", "model", "optimizer", "rng", "state"}
 MODEL_KEYS = {"config", "input_dim", "state_dict"}
 # Checkpoints written before the random states were kept as plain data hold numpy's as an array;
@@ -123,7 +123,7 @@ def load_checkpoint(path: Path, settings: dict) -> dict | None:
 def rng_states(gen: torch.Generator) -> dict:
     """Every random state of the job, as tensors, numbers and strings."""
     name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
-    return {"loop": gen.get_state(), "python": random.getstate(),
+    return {"loop": gen.get_state(), "device": gen.device.type, "python": random.getstate(),
             "numpy": (name, keys.tolist(), pos, has_gauss, cached_gaussian), "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 

@@ -105,6 +105,9 @@ class TrainConfig:
     # torch.compile the model's passes: faster steps and evaluations after 10 to 30 s of compiling
     # per job; on a CPU it needs a C++ compiler.
     compile: bool = False
+    # On a CUDA device, replay each training step as one CUDA graph instead of launching its some
+    # fifty kernels one by one: the same results, several times faster at batch 100.
+    cuda_graph: bool = True
 
 
 @dataclass

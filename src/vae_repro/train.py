@@ -21,7 +21,7 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vae_repro.adagrad import Adagrad
-from vae_repro.algorithms import STEPS
+from vae_repro.algorithms import STEPS, replayed_in_cuda_graph
 from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, build_model, config_dict, load_checkpoint,
                                   rng_states, save_atomic, save_model, set_rng_states)
 from vae_repro.config import Config, ConfigError, check_config
@@ -132,6 +132,8 @@ class Job:
         self.binarize_dynamic = str(cfg.data.binarize) == "dynamic"
         self.step, self.algorithm_state = STEPS[str(cfg.algorithm.name)](self.model, self.optimizer, cfg,
                                                                           len(self.train_x), self.gen)
+        if cfg.train.cuda_graph and self.device.type == "cuda":
+            self.step = replayed_in_cuda_graph(self.step, self.optimizer)
         self.has_encoder = str(cfg.algorithm.name) != "mcem"  # Monte Carlo EM has no q(z|x), so no ELBO
         self.marginal = make_estimator(cfg)
         self.columns = metric_columns(self.marginal is not None)
@@ -142,6 +144,10 @@ class Job:
                       "last": {}}
         self.ckpt_path = out / "checkpoint.pt"
         if (ckpt := load_checkpoint(self.ckpt_path, self.settings)) is not None:
+            if (saved_device := ckpt["rng"].get("device", "cpu")) != self.device.type:  # device=auto, other machine
+                raise CheckpointError(f"{self.ckpt_path}: written by a job on {saved_device}, and this job runs on "
+                                      f"{self.device.type}: the random streams of the two differ, so it can resume "
+                                      f"only on {saved_device}; or choose another output dir")
             try:
                 self.restore(ckpt)
             except Exception as e:  # right keys, wrong contents: shapes, types
