@@ -379,8 +379,9 @@ def main():
         setups = (("MNIST, H=500, N_z=20", "mnist", (train_x, test_x)),
                   ("Frey Face, H=200, N_z=5", "frey", (frey_train, frey_test)),
                   ("Figure 3, H=100, N_z=3", "fig3", (train_x[:FIG3_TRAIN], test_x)))
-        # Variants beside the default: torch.compile'd passes, and on CUDA the kernels launched one by one.
-        variants = [("", {})] + [(", compiled", {"compile": True})] * args.compile + \
+        # Variants beside the default: torch.compile'd passes (which a CUDA graph cannot capture), and on
+        # CUDA the kernels launched one by one.
+        variants = [("", {})] + [(", compiled", {"compile": True, "cuda_graph": False})] * args.compile + \
             [(", eager launches", {"cuda_graph": False})] * (device.type == "cuda")
         for suffix, train in variants:
             for name, setup, data in setups:

@@ -15,7 +15,8 @@ import torch
 from conftest import QUICK, REPO, make_mnist_root, run_cli
 from omegaconf import OmegaConf
 
-from vae_repro.config import Config
+from vae_repro.config import Config, ConfigError, TrainConfig
+from vae_repro.train import check_compile
 
 PLOT = [sys.executable, str(REPO / "scripts" / "plot_fig2.py")]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -237,6 +238,17 @@ def test_compile_without_a_compiler_is_one_line(data_root, tmp_path):
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: train.compile=true: torch.compile needs a C++ compiler on a CPU and found none")
     assert not (tmp_path / "outputs").exists()
+
+
+def test_compile_with_the_cuda_graph_is_refused_on_cuda_alone():
+    """On an H100 the capture of compiled passes failed (cudaErrorStreamCaptureInvalidated)."""
+    cfg = Config(train=TrainConfig(compile=True))
+    with pytest.raises(ConfigError, match=r"^train.compile=true: the compiled passes cannot be captured in the CUDA "
+                                          r"graph that replays each step \(train.cuda_graph=true\); choose one: add "
+                                          r"train.cuda_graph=false to compile, or leave train.compile=false$"):
+        check_compile(cfg, torch.device("cuda"))  # only reads the device's type
+    cfg.train.cuda_graph = False
+    check_compile(cfg, torch.device("cuda"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

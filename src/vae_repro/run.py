@@ -32,7 +32,7 @@ from vae_repro.config import Config, ConfigError, check_config
 from vae_repro.data import DataError, load_dataset
 from vae_repro.metrics import read_summary
 from vae_repro.rundir import RunDirBusy, busy_message, holder
-from vae_repro.train import Diverged, check_compiler, error_line, resolve_device, select_train, train
+from vae_repro.train import Diverged, check_compile, error_line, resolve_device, select_train, train
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ConfigStore.instance().store(name="config_schema", node=Config)
@@ -138,7 +138,7 @@ def precheck(argv: list[str]) -> Command | None:
             cfgs, job_dirs = [cfg], [out_dir]  # composed once above
     if "Slurm" not in str(hydra_cfg.launcher.get("_target_")):  # a login node may lack the jobs' GPU or compiler
         for cfg in cfgs:
-            check_compiler(cfg, resolve_device(str(cfg.device)))
+            check_compile(cfg, resolve_device(str(cfg.device)))
     train_sets = {}
     for cfg in cfgs:
         data = (str(cfg.data.name), cfg.data.root, cfg.data.download)

@@ -58,8 +58,13 @@ class Diverged(RuntimeError):
     """The weights became NaN or infinite: the training diverged."""
 
 
-def check_compiler(cfg: Config, device: torch.device) -> None:
-    """train.compile on a CPU needs the C++ compiler that torch.compile builds its kernels with."""
+def check_compile(cfg: Config, device: torch.device) -> None:
+    """train.compile on a CPU needs the C++ compiler that torch.compile builds its kernels with; on
+    CUDA, the compiled passes cannot be captured in the step's CUDA graph (the capture fails)."""
+    if cfg.train.compile and cfg.train.cuda_graph and device.type == "cuda":
+        raise ConfigError("train.compile=true: the compiled passes cannot be captured in the CUDA graph that "
+                          "replays each step (train.cuda_graph=true); choose one: add train.cuda_graph=false to "
+                          "compile, or leave train.compile=false")
     if cfg.train.compile and device.type == "cpu":
         from torch._inductor.cpp_builder import get_cpp_compiler  # here: importing it takes a while
         try:
@@ -116,7 +121,7 @@ class Job:
         self.cfg, self.out = cfg, out
         keep_freed_memory()
         self.device = resolve_device(str(cfg.device))
-        check_compiler(cfg, self.device)
+        check_compile(cfg, self.device)
         self.train_x, self.test_x = prepare_data(cfg, self.device, data)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
