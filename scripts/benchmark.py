@@ -42,8 +42,9 @@ from vae_repro.checkpoint import StopSignals
 from vae_repro.config import (AlgorithmConfig, Config, ConfigError, DataConfig, EvalConfig, ModelConfig,
                               OptimizerConfig, TrainConfig)
 from vae_repro.data import DATASETS, DataError, load_dataset, load_frey_face, write_idx
+from vae_repro.machine import resolve_device
 from vae_repro.metrics import eval_schedule, evaluate, evaluate_marginal
-from vae_repro.train import Job, resolve_device
+from vae_repro.train import Job
 
 MNIST_LATENT, MNIST_HIDDEN = 20, 500
 FREY_LATENT, FREY_HIDDEN = 5, 200  # the paper's Frey Face model, N_z = 5

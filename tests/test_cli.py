@@ -16,7 +16,7 @@ from conftest import QUICK, REPO, make_mnist_root, run_cli
 from omegaconf import OmegaConf
 
 from vae_repro.config import Config, ConfigError, TrainConfig
-from vae_repro.train import check_compile
+from vae_repro.machine import check_compile
 
 PLOT = [sys.executable, str(REPO / "scripts" / "plot_fig2.py")]
 sys.path.insert(0, str(REPO / "scripts"))

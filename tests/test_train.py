@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
-from vae_repro.data import load_dataset, to_unit_interval
+from vae_repro.data import load_dataset, select_train, to_unit_interval
 from vae_repro.adagrad import Adagrad
 from vae_repro.checkpoint import build_model, load_run
 from vae_repro.metrics import METRIC_COLUMNS, metric_columns
 from vae_repro.model import VAE
-from vae_repro.train import Diverged, select_train, train
+from vae_repro.train import Diverged, train
 
 
 def quick_config(data_root, **train_settings) -> Config:

@@ -4,7 +4,8 @@ Face from its .mat file with scipy.
 The whole dataset is held as one [N, D] uint8 tensor (47 MB for MNIST's 60k training
 digits) so that a batch is a row gather and a conversion, not 100 image decodes. torchvision
 downloads missing files into the layout it knows; it is imported only then, since importing
-it takes over a second.
+it takes over a second. `prepare_data` makes of them what a job trains on: the training images
+it keeps, binarized or not, on its device.
 """
 import contextlib
 import functools
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vae_repro.config import Config, ConfigError
+
 # torchvision's dataset class, and the dir below data.root where it keeps the files, for each.
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 IDX_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
@@ -27,6 +30,7 @@ DATASET_TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "frey_face
 # Sam Roweis' data page; the author's code splits the 1,965 frames into the first 1,600 and the rest.
 FREY_URL = "https://cs.nyu.edu/~roweis/data/frey_rawface.mat"
 FREY_FRAMES, FREY_TRAIN = 1965, 1600
+STATIC_BINARIZE_SEED = 1234  # one binarized dataset shared by all seeds and runs
 
 
 class DataError(RuntimeError):
@@ -168,3 +172,27 @@ def read_idx_images(path: Path) -> torch.Tensor:
 def to_unit_interval(images: torch.Tensor) -> torch.Tensor:
     """uint8 grey levels to float32 in [0, 1], the Bernoulli means of p(x|z)."""
     return images.float().div_(255)
+
+
+def prepare_data(cfg: Config, device: torch.device,
+                 data: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and test images as uint8 [N, D] on `device`: the first `data.train_size` training
+    images if set, binarized once if `data.binarize=static`."""
+    train_x, test_x = data if data is not None else load_dataset(str(cfg.data.name), cfg.data.root, cfg.data.download)
+    train_x = select_train(cfg, train_x)
+    if len(train_x) < cfg.train.batch_size:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size}: larger than the {len(train_x)} training images")
+    if str(cfg.data.binarize) == "static":
+        gen = torch.Generator().manual_seed(STATIC_BINARIZE_SEED)
+        train_x, test_x = (torch.bernoulli(to_unit_interval(x), generator=gen).mul_(255).to(torch.uint8)
+                           for x in (train_x, test_x))
+    return train_x.to(device), test_x.to(device)
+
+
+def select_train(cfg: Config, train_x: torch.Tensor) -> torch.Tensor:
+    size = cfg.data.train_size
+    if size is None:
+        return train_x
+    if size > len(train_x):
+        raise ConfigError(f"data.train_size={size}: {cfg.data.name} has only {len(train_x)} training images")
+    return train_x[:size]

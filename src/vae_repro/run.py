@@ -29,10 +29,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vae_repro.checkpoint import CheckpointError, config_dict, load_checkpoint
 from vae_repro.config import Config, ConfigError, check_config
-from vae_repro.data import DataError, load_dataset
+from vae_repro.data import DataError, load_dataset, select_train
+from vae_repro.machine import check_compile, resolve_device
 from vae_repro.metrics import read_summary
 from vae_repro.rundir import RunDirBusy, busy_message, holder
-from vae_repro.train import Diverged, check_compile, error_line, resolve_device, select_train, train
+from vae_repro.train import Diverged, error_line, train
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ConfigStore.instance().store(name="config_schema", node=Config)

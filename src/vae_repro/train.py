@@ -1,4 +1,4 @@
-"""Training of one model: a job's data, model and step function, and the loop that drives them.
+"""Training of one model: a job's model and step function, and the loop that drives them.
 
 `train(cfg, out_dir)` is a plain function: Hydra's entry point (run.py) only builds its
 arguments. Everything a job writes lands in `out_dir`:
@@ -8,7 +8,6 @@ arguments. Everything a job writes lands in `out_dir`:
   summary.json    status, final ELBOs, samples seen, wall time, speed, device
   .lock           held while the job trains: one writer per dir (rundir.py)
 """
-import ctypes
 import logging
 import random
 import signal
@@ -25,7 +24,8 @@ from vae_repro.algorithms import STEPS, replayed_in_cuda_graph
 from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, build_model, config_dict, load_checkpoint,
                                   rng_states, save_atomic, save_model, set_rng_states)
 from vae_repro.config import Config, ConfigError, check_config
-from vae_repro.data import DataError, load_dataset, to_unit_interval
+from vae_repro.data import DataError, prepare_data
+from vae_repro.machine import check_compile, keep_freed_memory, resolve_device
 from vae_repro.marginal import make_estimator
 from vae_repro.model import compile_passes
 from vae_repro.metrics import (MetricsLog, eval_schedule, evaluate, evaluate_marginal, metric_columns, record_failure,
@@ -34,77 +34,13 @@ from vae_repro.rundir import RunDirLock
 
 log = logging.getLogger(__name__)
 
-STATIC_BINARIZE_SEED = 1234  # one binarized dataset shared by all seeds and runs
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 # Steps between checks that the weights are finite: a NaN or infinity stays in the weights once
 # there, and a check is a host sync on a GPU.
 CHECK_EVERY = 100
 
 
-def keep_freed_memory() -> None:
-    """Have glibc's malloc keep freed memory for reuse rather than give it back to the system. A
-    step allocates and frees a few MB of temporaries, an evaluation tens of MB; by default glibc
-    returns them and takes them again, a page fault per 4 KB each time: about a sixth of a step's
-    time and nearly half of an evaluation's at the paper's sizes. The process then holds its peak."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # another C library (macOS, musl) keeps its own policy
-        return
-    libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)  # never trim the heap below 1 GB of free memory
-    libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)  # serve blocks up to 32 MB from the heap, not fresh mappings
-
-
 class Diverged(RuntimeError):
     """The weights became NaN or infinite: the training diverged."""
-
-
-def check_compile(cfg: Config, device: torch.device) -> None:
-    """train.compile on a CPU needs the C++ compiler that torch.compile builds its kernels with; on
-    CUDA, the compiled passes cannot be captured in the step's CUDA graph (the capture fails)."""
-    if cfg.train.compile and cfg.train.cuda_graph and device.type == "cuda":
-        raise ConfigError("train.compile=true: the compiled passes cannot be captured in the CUDA graph that "
-                          "replays each step (train.cuda_graph=true); choose one: add train.cuda_graph=false to "
-                          "compile, or leave train.compile=false")
-    if cfg.train.compile and device.type == "cpu":
-        from torch._inductor.cpp_builder import get_cpp_compiler  # here: importing it takes a while
-        try:
-            get_cpp_compiler()  # torch.compile's own search: $CXX, then g++
-        except Exception as e:
-            raise ConfigError(f"train.compile=true: torch.compile needs a C++ compiler on a CPU and found none "
-                              f"({' '.join(str(e).split())[:120]}); install one (e.g. g++) or leave "
-                              "train.compile=false") from None
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda: CUDA is not available on this machine; use device=cpu or device=auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def prepare_data(cfg: Config, device: torch.device,
-                 data: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training and test images as uint8 [N, D] on `device`: the first `data.train_size` training
-    images if set, binarized once if `data.binarize=static`."""
-    train_x, test_x = data if data is not None else load_dataset(str(cfg.data.name), cfg.data.root, cfg.data.download)
-    train_x = select_train(cfg, train_x)
-    if len(train_x) < cfg.train.batch_size:
-        raise ConfigError(f"train.batch_size={cfg.train.batch_size}: larger than the {len(train_x)} training images")
-    if str(cfg.data.binarize) == "static":
-        gen = torch.Generator().manual_seed(STATIC_BINARIZE_SEED)
-        train_x, test_x = (torch.bernoulli(to_unit_interval(x), generator=gen).mul_(255).to(torch.uint8)
-                           for x in (train_x, test_x))
-    return train_x.to(device), test_x.to(device)
-
-
-def select_train(cfg: Config, train_x: torch.Tensor) -> torch.Tensor:
-    size = cfg.data.train_size
-    if size is None:
-        return train_x
-    if size > len(train_x):
-        raise ConfigError(f"data.train_size={size}: {cfg.data.name} has only {len(train_x)} training images")
-    return train_x[:size]
 
 
 def weight_decay(cfg: Config, n_train: int) -> float:
