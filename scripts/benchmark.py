@@ -293,6 +293,91 @@ def floor_row(name, setup, device, train_x, test_x, rounds, samples, job_samples
           f"{1e3 * BATCH * (step_s - products_s):12.2f}{job_rate:10,.0f}{100 * job_rate * flops / 1e9 / job_gflops:10.0f}%")
 
 
+def compare_with_textbook(args, device, dataset, root, train_x, test_x) -> float:
+    """The MNIST-size model: the textbook loop against the project's steps, its evaluation, the
+    FLOP utilization and one job's memory. Returns the AEVB step's samples/s."""
+    gflops = max(matmul_gflops(device) for _ in range(args.rounds))
+    textbook = textbook_mnist(dataset, root, device)
+    project = Project(setup_config("mnist", device), train_x, test_x)
+    wake_sleep = Project(setup_config("mnist", device, "wake_sleep"), train_x, test_x)
+    textbook.train(2 * BATCH)  # warm-up
+    tb_train_s = min(timed(textbook.train, args.textbook_samples)[0] for _ in range(args.rounds))
+    best = best_in_turns({"aevb": project.train, "wake_sleep": wake_sleep.train}, args.project_samples // 3,
+                         3 * args.rounds)
+    tb_eval_s, _ = timed(textbook.evaluate)
+    pr_eval_s = min(timed(project.evaluate)[0] for _ in range(2))
+    peak_rss, peak_private = job_peak_memory_mib(dataset, root) if device.type == "cpu" else (math.nan,) * 2
+
+    tb_rate, pr_rate, ws_rate = args.textbook_samples / tb_train_s, 1 / best["aevb"], 1 / best["wake_sleep"]
+    # End to end: training plus each loop's evaluation policy, per sample.
+    tb_e2e = 1 / (1 / tb_rate + tb_eval_s / TEXTBOOK_EVAL_EVERY)
+    n_evals = len(eval_schedule(10_000, 5, PAPER_SAMPLES, BATCH))
+    pr_paper_s = PAPER_SAMPLES / pr_rate + n_evals * pr_eval_s
+    pr_e2e = PAPER_SAMPLES / pr_paper_s
+    flops = flops_per_sample(project.job.model)
+
+    print()
+    print(f"{'':34}{'samples/s':>12}")
+    print(f"{'textbook loop, training only':34}{tb_rate:12,.0f}")
+    print(f"{'textbook loop, with its eval':34}{tb_e2e:12,.0f}   (full eval every 1e5 samples: {tb_eval_s:.2f} s)")
+    print(f"{'project step, training only':34}{pr_rate:12,.0f}")
+    print(f"{'project, with its eval schedule':34}{pr_e2e:12,.0f}   ({n_evals} evals to 1e8 samples: {pr_eval_s:.2f} s each)")
+    print(f"{'wake-sleep step, training only':34}{ws_rate:12,.0f}   ({ws_rate / pr_rate:.2f}x the AEVB step)")
+    print()
+    print(f"speed-up, end to end:               {pr_e2e / tb_e2e:6.2f}x")
+    print(f"speed-up, training step only:       {pr_rate / tb_rate:6.2f}x")
+    print(f"large matmul ({device.type}):           {gflops:8.1f} GFLOP/s")
+    print(f"project step:                       {pr_rate * flops / 1e9:8.1f} GFLOP/s "
+          f"({flops / 1e6:.2f} MFLOP per sample)")
+    print(f"FLOP utilization of the step:       {100 * pr_rate * flops / 1e9 / gflops:6.1f} %")
+    print(f"evaluation share of a 1e8 run:      {100 * n_evals * pr_eval_s / pr_paper_s:6.2f} %")
+    print(f"paper-length run (1e8 samples):     {pr_paper_s / 3600:6.2f} h per model")
+    print(f"peak memory of one job:             {peak_private:6.0f} MiB private, {peak_rss:.0f} MiB RSS "
+          "with shared libraries")
+    return pr_rate
+
+
+def compare_frey_with_textbook(args, device, frey_train, frey_test) -> None:
+    frey_textbook = textbook_frey(frey_train, frey_test, device, FREY_HIDDEN, FREY_LATENT)
+    frey_project = Project(setup_config("frey", device), frey_train, frey_test)
+    frey_best = best_in_turns({"textbook": frey_textbook.train, "project": frey_project.train},
+                              args.textbook_samples, args.rounds)
+    print(f"\nFrey Face setup (Gaussian decoder, H={FREY_HIDDEN}, N_z={FREY_LATENT}), training only:")
+    print(f"{'textbook loop':34}{1 / frey_best['textbook']:12,.0f}")
+    print(f"{'project step':34}{1 / frey_best['project']:12,.0f}   "
+          f"({frey_best['textbook'] / frey_best['project']:.2f}x the textbook loop)")
+
+
+def print_floor_table(args, device, setups) -> None:
+    """`setups`: (name, setup, (train_x, test_x)) of each row."""
+    print(f"\nDistance to the floor: the AEVB step against its matrix products alone, and a whole job of "
+          f"{args.job_samples:.0e} samples (evaluations included), samples/s and shares of the large matmul's "
+          "rate measured beside each:")
+    print(f"{'':26}{'step':>10}{'products':>10}{'of bound':>10}{'of matmul':>11}{'ms outside':>12}"
+          f"{'job':>10}{'of matmul':>11}")
+    # Variants beside the default: torch.compile'd passes (which a CUDA graph cannot capture), and on
+    # CUDA the kernels launched one by one.
+    variants = [("", {})] + [(", compiled", {"compile": True, "cuda_graph": False})] * args.compile + \
+        [(", eager launches", {"cuda_graph": False})] * (device.type == "cuda")
+    for suffix, train in variants:
+        for name, setup, data in setups:
+            floor_row(name.split(",")[0] + suffix if suffix else name, setup, device, *data,
+                      args.rounds, args.project_samples, args.job_samples, **train)
+
+
+def print_curves(args, device, dataset, root, train_x, test_x) -> None:
+    print(f"\nELBO after the same training (N_z={MNIST_LATENT}, lr={LR}, batch {BATCH}), train / test:")
+    textbook, project = textbook_mnist(dataset, root, device), Project(setup_config("mnist", device), train_x, test_x)
+    seen = 0
+    print(f"{'samples':>10}{'textbook':>22}{'project':>22}")
+    for point in eval_schedule(10_000, 2, args.curve_samples, BATCH):
+        textbook.train(point - seen)
+        project.train(point - seen)
+        seen = point
+        (tb_tr, tb_te), (pr_tr, pr_te) = textbook.evaluate(), project.evaluate()
+        print(f"{point:>10,}{tb_tr:>11.2f}{tb_te:>11.2f}{pr_tr:>11.2f}{pr_te:>11.2f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=Path("data"))
@@ -321,88 +406,16 @@ def main():
             train_x, test_x = load_dataset(dataset, root, download=False)
         frey_train, frey_test = frey_frames(args.data_root.resolve())
         print(f"data: {dataset} under {root}; device: {device}; torch threads: {torch.get_num_threads()}")
-        gflops = max(matmul_gflops(device) for _ in range(args.rounds))
 
-        textbook = textbook_mnist(dataset, root, device)
-        project = Project(setup_config("mnist", device), train_x, test_x)
-        wake_sleep = Project(setup_config("mnist", device, "wake_sleep"), train_x, test_x)
-        textbook.train(2 * BATCH)  # warm-up
-        tb_train_s = min(timed(textbook.train, args.textbook_samples)[0] for _ in range(args.rounds))
-        best = best_in_turns({"aevb": project.train, "wake_sleep": wake_sleep.train}, args.project_samples // 3,
-                             3 * args.rounds)
-        tb_eval_s, _ = timed(textbook.evaluate)
-        pr_eval_s = min(timed(project.evaluate)[0] for _ in range(2))
-        peak_rss, peak_private = job_peak_memory_mib(dataset, root) if device.type == "cpu" else (math.nan,) * 2
-
-        tb_rate, pr_rate, ws_rate = args.textbook_samples / tb_train_s, 1 / best["aevb"], 1 / best["wake_sleep"]
-        # End to end: training plus each loop's evaluation policy, per sample.
-        tb_e2e = 1 / (1 / tb_rate + tb_eval_s / TEXTBOOK_EVAL_EVERY)
-        n_evals = len(eval_schedule(10_000, 5, PAPER_SAMPLES, BATCH))
-        pr_paper_s = PAPER_SAMPLES / pr_rate + n_evals * pr_eval_s
-        pr_e2e = PAPER_SAMPLES / pr_paper_s
-        flops = flops_per_sample(project.job.model)
-
-        print()
-        print(f"{'':34}{'samples/s':>12}")
-        print(f"{'textbook loop, training only':34}{tb_rate:12,.0f}")
-        print(f"{'textbook loop, with its eval':34}{tb_e2e:12,.0f}   (full eval every 1e5 samples: {tb_eval_s:.2f} s)")
-        print(f"{'project step, training only':34}{pr_rate:12,.0f}")
-        print(f"{'project, with its eval schedule':34}{pr_e2e:12,.0f}   ({n_evals} evals to 1e8 samples: {pr_eval_s:.2f} s each)")
-        print(f"{'wake-sleep step, training only':34}{ws_rate:12,.0f}   ({ws_rate / pr_rate:.2f}x the AEVB step)")
-        print()
-        print(f"speed-up, end to end:               {pr_e2e / tb_e2e:6.2f}x")
-        print(f"speed-up, training step only:       {pr_rate / tb_rate:6.2f}x")
-        print(f"large matmul ({device.type}):           {gflops:8.1f} GFLOP/s")
-        print(f"project step:                       {pr_rate * flops / 1e9:8.1f} GFLOP/s "
-              f"({flops / 1e6:.2f} MFLOP per sample)")
-        print(f"FLOP utilization of the step:       {100 * pr_rate * flops / 1e9 / gflops:6.1f} %")
-        print(f"evaluation share of a 1e8 run:      {100 * n_evals * pr_eval_s / pr_paper_s:6.2f} %")
-        print(f"paper-length run (1e8 samples):     {pr_paper_s / 3600:6.2f} h per model")
-        print(f"peak memory of one job:             {peak_private:6.0f} MiB private, {peak_rss:.0f} MiB RSS "
-              "with shared libraries")
-
-        frey_textbook = textbook_frey(frey_train, frey_test, device, FREY_HIDDEN, FREY_LATENT)
-        frey_project = Project(setup_config("frey", device), frey_train, frey_test)
-        frey_best = best_in_turns({"textbook": frey_textbook.train, "project": frey_project.train},
-                                  args.textbook_samples, args.rounds)
-        print(f"\nFrey Face setup (Gaussian decoder, H={FREY_HIDDEN}, N_z={FREY_LATENT}), training only:")
-        print(f"{'textbook loop':34}{1 / frey_best['textbook']:12,.0f}")
-        print(f"{'project step':34}{1 / frey_best['project']:12,.0f}   "
-              f"({frey_best['textbook'] / frey_best['project']:.2f}x the textbook loop)")
-
+        step_rate = compare_with_textbook(args, device, dataset, root, train_x, test_x)
+        compare_frey_with_textbook(args, device, frey_train, frey_test)
         print_fig3(*fig3_costs(train_x, test_x, device, args.rounds))
-
-        print(f"\nDistance to the floor: the AEVB step against its matrix products alone, and a whole job of "
-              f"{args.job_samples:.0e} samples (evaluations included), samples/s and shares of the large matmul's "
-              "rate measured beside each:")
-        print(f"{'':26}{'step':>10}{'products':>10}{'of bound':>10}{'of matmul':>11}{'ms outside':>12}"
-              f"{'job':>10}{'of matmul':>11}")
-        setups = (("MNIST, H=500, N_z=20", "mnist", (train_x, test_x)),
-                  ("Frey Face, H=200, N_z=5", "frey", (frey_train, frey_test)),
-                  ("Figure 3, H=100, N_z=3", "fig3", (train_x[:FIG3_TRAIN], test_x)))
-        # Variants beside the default: torch.compile'd passes (which a CUDA graph cannot capture), and on
-        # CUDA the kernels launched one by one.
-        variants = [("", {})] + [(", compiled", {"compile": True, "cuda_graph": False})] * args.compile + \
-            [(", eager launches", {"cuda_graph": False})] * (device.type == "cuda")
-        for suffix, train in variants:
-            for name, setup, data in setups:
-                floor_row(name.split(",")[0] + suffix if suffix else name, setup, device, *data,
-                          args.rounds, args.project_samples, args.job_samples, **train)
-
+        print_floor_table(args, device, (("MNIST, H=500, N_z=20", "mnist", (train_x, test_x)),
+                                         ("Frey Face, H=200, N_z=5", "frey", (frey_train, frey_test)),
+                                         ("Figure 3, H=100, N_z=3", "fig3", (train_x[:FIG3_TRAIN], test_x))))
         if args.curve_samples:
-            print(f"\nELBO after the same training (N_z={MNIST_LATENT}, lr={LR}, batch {BATCH}), train / test:")
-            textbook, project = textbook_mnist(dataset, root, device), Project(setup_config("mnist", device),
-                                                                                 train_x, test_x)
-            points = eval_schedule(10_000, 2, args.curve_samples, BATCH)
-            seen = 0
-            print(f"{'samples':>10}{'textbook':>22}{'project':>22}")
-            for point in points:
-                textbook.train(point - seen)
-                project.train(point - seen)
-                seen = point
-                (tb_tr, tb_te), (pr_tr, pr_te) = textbook.evaluate(), project.evaluate()
-                print(f"{point:>10,}{tb_tr:>11.2f}{tb_te:>11.2f}{pr_tr:>11.2f}{pr_te:>11.2f}")
-    return 0 if math.isfinite(pr_rate) else 1
+            print_curves(args, device, dataset, root, train_x, test_x)
+    return 0 if math.isfinite(step_rate) else 1
 
 
 if __name__ == "__main__":
