@@ -1,4 +1,6 @@
-"""Small synthetic MNIST-format data, so that no test needs the network or the real files."""
+"""Small synthetic MNIST-format data, so that no test needs the network or the real files, and
+the helpers that several test files share."""
+import csv
 import os
 import subprocess
 import sys
@@ -70,3 +72,9 @@ def make_frey_root(root: Path, frames=None) -> Path:
 @pytest.fixture(scope="session")
 def frey_root(tmp_path_factory) -> Path:
     return make_frey_root(tmp_path_factory.mktemp("frey"))
+
+
+def rows_without_wall_time(job_dir: Path) -> list[dict]:
+    """A job's metrics.csv, less the one column that differs between identical runs."""
+    with open(job_dir / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]

@@ -1,11 +1,10 @@
 """The CUDA path: the same passes, updates and jobs as on the CPU. Skipped where there is no CUDA device."""
 import copy
-import csv
 import json
 
 import pytest
 import torch
-from conftest import QUICK, run_cli
+from conftest import QUICK, rows_without_wall_time, run_cli
 
 from vae_repro.adagrad import Adagrad
 from vae_repro.config import AlgorithmConfig, Binarize, Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
@@ -75,11 +74,6 @@ def cuda_config(data_root, algorithm: str, max_samples: int) -> Config:
         cfg.latent_dim, cfg.model = 3, ModelConfig(hidden_size=100)
         cfg.eval = EvalConfig(marginal="hmc", marginal_points=20, marginal_burn_in=5, marginal_samples=10)
     return cfg
-
-
-def rows_without_wall_time(job_dir):
-    with open(job_dir / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
 
 
 @pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "mcem"])

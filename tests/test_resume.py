@@ -1,5 +1,4 @@
 """A run killed in the middle and started again ends exactly where an uninterrupted run ends."""
-import csv
 import json
 import resource
 import signal
@@ -9,18 +8,13 @@ import time
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import rows_without_wall_time, run_cli
 
 from vae_repro.checkpoint import StopSignals
 
 # Long enough to be killed in the middle: 1000 steps, a checkpoint every 100.
 LONG = ["train.max_samples=1e5", "train.eval_start=1000", "train.eval_points_per_decade=4",
         "train.checkpoint_every=1e4", "train.progress=false", "device=cpu"]
-
-
-def rows_without_wall_time(job_dir):
-    with open(job_dir / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
 
 
 def start(args, cwd):

@@ -4,7 +4,6 @@ where there is no cluster to submit to, or where the cluster cannot run a plain 
 through submitit (then the reason holds what the cluster said). With VAE_REPRO_REQUIRE_SLURM=1
 (.ci/run sets it, as it starts the cluster) those cases fail instead: there the tests must run. A
 test that times out says what the cluster said of its job."""
-import csv
 import json
 import os
 import re
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK, run_cli
+from conftest import QUICK, rows_without_wall_time, run_cli
 
 
 def cluster_problem() -> str | None:
@@ -123,11 +122,6 @@ def cancel_leftover_jobs(tmp_path):
 
 def scontrol(*args: str) -> str:
     return subprocess.run(["scontrol", *args], capture_output=True, text=True, check=True).stdout
-
-
-def rows_without_wall_time(job_dir):
-    with open(job_dir / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
 
 
 def assert_same_run(job_dir, reference_dir):
