@@ -277,7 +277,11 @@ def test_a_run_ends_by_saying_where_its_output_is(data_root, tmp_path):
     assert result.stdout.strip().splitlines()[-1] == f"run completed; outputs in {run_dir}"
 
 
-def test_an_interrupted_run_prints_the_command_that_resumes_it(data_root, tmp_path):
+@pytest.mark.parametrize("sig, returncode", [(signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_prints_the_command_that_resumes_it(sig, returncode, data_root, tmp_path):
+    """Ctrl-C, or a plain `kill`: the run checkpoints, says how to resume, and ends by the signal (SIGTERM's
+    own exit status, for whoever waits on it)."""
     args = [f"data.root={data_root}", "train.max_samples=1e5", "train.checkpoint_every=1e4", "train.progress=false",
             "device=cpu"]
     # As from a terminal, even where the tests run in the background (which ignores Ctrl-C in its children).
@@ -288,15 +292,15 @@ def test_an_interrupted_run_prints_the_command_that_resumes_it(data_root, tmp_pa
     while not list(tmp_path.glob("outputs/runs/*/*/checkpoint.pt")):
         assert process.poll() is None and time.time() < deadline
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)  # Ctrl-C
+    process.send_signal(sig)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, (out[-2000:], err[-4000:])
+    assert process.returncode == returncode, (out[-2000:], err[-4000:])
     run_dir = next(tmp_path.glob("outputs/runs/*/*"))
     relative = run_dir.relative_to(tmp_path)
     assert out.strip().splitlines()[-2:] == [
         f"run not completed; outputs so far in {run_dir}",
         f"to resume: python -m vae_repro.run {' '.join(args)} hydra.run.dir={relative}"]
-    assert err.strip().splitlines()[-1].startswith(f"{run_dir}: interrupted: stopped by SIGINT at ")
+    assert err.strip().splitlines()[-1].startswith(f"{run_dir}: interrupted: stopped by {sig.name} at ")
 
     resume = shlex.split(out.strip().splitlines()[-1].removeprefix("to resume: "))
     result = subprocess.run([sys.executable, *resume[1:]], cwd=tmp_path, capture_output=True, text=True)

@@ -139,6 +139,15 @@ def set_rng_states(gen: torch.Generator, states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
+class Terminated(BaseException):
+    """SIGTERM in a command that runs its jobs in its own process, raised as SIGINT raises
+    KeyboardInterrupt, so that the command says how to resume before the signal ends it."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated
+
+
 class StopSignals:
     """Turns SIGINT, SIGTERM and SIGUSR2 (SLURM's warning before a time limit) into a request
     that the loop sees between steps, so it can checkpoint before the signal takes its course."""
@@ -166,10 +175,11 @@ class StopSignals:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         if self.received is not None and exc[0] is None:
-            # Hand the signal to whoever had it before: Python's KeyboardInterrupt, or submitit's
-            # requeue on SLURM. SIGTERM ends the process, even where submitit set it to be
-            # ignored: a job that SLURM requeues or cancels must not report a result.
-            if self.received == signal.SIGTERM:
+            # Hand the signal to whoever had it before: Python's KeyboardInterrupt, the command's
+            # Terminated, or submitit's requeue on SLURM. Otherwise SIGTERM ends the process, even
+            # where submitit set it to be ignored: a job that SLURM requeues or cancels must not
+            # report a result.
+            if self.received == signal.SIGTERM and self.previous.get(signal.SIGTERM) is not raise_terminated:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(self.received)
 

@@ -11,6 +11,7 @@ and saying where the output is.
 import logging
 import os
 import shlex
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from vae_repro.checkpoint import CheckpointError, config_dict, load_checkpoint
+from vae_repro.checkpoint import CheckpointError, Terminated, config_dict, load_checkpoint, raise_terminated
 from vae_repro.config import Config, ConfigError, check_config
 from vae_repro.data import DataError, load_dataset, select_train
 from vae_repro.machine import check_compile, resolve_device
@@ -106,6 +107,7 @@ class Command:
     out_dir: Path  # the run's dir, or the sweep's
     job_dirs: list[Path]
     jobs_at_once: int
+    jobs_in_this_process: bool  # Hydra's basic launcher; the others start processes or SLURM jobs
 
 
 def precheck(argv: list[str]) -> Command | None:
@@ -150,7 +152,8 @@ def precheck(argv: list[str]) -> Command | None:
         if (pid := holder(job_dir)) is not None:
             raise RunDirBusy(busy_message(job_dir, pid))
         load_checkpoint(job_dir / "checkpoint.pt", config_dict(cfg))
-    return Command(argv + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)))
+    return Command(argv + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)),
+                   str(hydra_cfg.launcher.get("_target_")).endswith("BasicLauncher"))
 
 
 def _job_outcome(job_dir: Path) -> tuple[str, str]:
@@ -216,11 +219,19 @@ def main() -> None:
     os.environ[JOBS_AT_ONCE] = str(command.jobs_at_once)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # errors outside the jobs come up to here, to be told in one line
     sys.argv[1:] = command.args
+    if command.jobs_in_this_process:  # a job stopped by SIGTERM checkpoints, then raises Terminated here
+        signal.signal(signal.SIGTERM, raise_terminated)
     try:
         hydra_app()
     except KeyboardInterrupt:
         report(command)
         sys.exit(130)
+    except Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the command at once
+        report(command)
+        sys.stdout.flush()  # the signal's default action below ends the process without flushing
+        sys.stderr.flush()
+        signal.raise_signal(signal.SIGTERM)  # end by the signal, as a process sent SIGTERM does
     except Exception as e:  # the launcher's: a job that SLURM cancelled, sbatch refusing the resources
         print(f"error: {error_line(e)}", file=sys.stderr)
         report(command)
