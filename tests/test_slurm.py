@@ -202,6 +202,19 @@ def restarts(job_id: str) -> int:
     return int(re.search(r"Restarts=(\d+)", scontrol("show", "job", job_id)).group(1))
 
 
+def accounted_states(job_id: str, final: str, timeout: float = 60) -> list[str]:
+    """The job's states in SLURM's accounting, oldest first, once the last is `final` or `timeout`
+    has passed: submitit has the job's result as its script ends, and the accounting hears of
+    the end some moments later."""
+    deadline = time.time() + timeout
+    while True:
+        states = subprocess.run(["sacct", "-D", "-n", "-X", "-P", "-o", "State", "-j", job_id], capture_output=True,
+                                text=True, check=True).stdout.split()
+        if states[-1:] == [final] or time.time() > deadline:
+            return states
+        time.sleep(0.5)
+
+
 # One job of about a minute on one core, checkpointing often; the same job run without SLURM
 # alongside it is the reference.
 ONE_JOB = ["train.eval_start=1e4", "train.eval_points_per_decade=3", "train.checkpoint_every=2e4",
@@ -247,8 +260,7 @@ def test_a_job_past_its_time_limit_checkpoints_is_requeued_and_ends_as_if_uninte
     assert "USR2" in (tmp_path / "sweep" / ".submitit" / job_id / f"{job_id}_0_log.err").read_text()
     log = (job_dir / "run.log").read_text()
     assert "stopped by SIGUSR2" in log and "resuming from" in log
-    states = subprocess.run(["sacct", "-D", "-n", "-X", "-P", "-o", "State", "-j", job_id], capture_output=True,
-                            text=True, check=True).stdout.split()
+    states = accounted_states(job_id, "COMPLETED")
     assert states[0] == "REQUEUED" and states[-1] == "COMPLETED"
     assert_same_run(job_dir, reference_dir)
 
