@@ -1,14 +1,17 @@
 """Figure 2 of Kingma & Welling (2013) from run dirs: ELBO against samples, AEVB and wake-sleep.
 
     python scripts/plot_fig2.py outputs/multirun/2026-11-24/12-00-00 [more dirs] --out fig2.png
+    python scripts/plot_fig2.py outputs/runs/DATE/TIME --column kl --ylim 0 40
 
 Finds every metrics.csv below the given dirs and reads each job's config from its
 .hydra/config.yaml. Draws a row of panels per dataset, one panel per N_z, each row with its own
 y range; in each panel AEVB and wake-sleep where found, train solid and test dashed. Runs that
 differ only in seed are drawn as their mean with a min-max band; runs that differ in any other
 setting (the decoder, the step size, ...) get rows of their own, the setting in their titles.
+`--column` draws another column than the ELBO, `--ylim` sets the y range by hand.
 A metrics.csv still being written is fine: its unfinished last line is ignored.
 """
+import argparse
 import sys
 from pathlib import Path
 
@@ -22,55 +25,98 @@ from vae_repro.data import DATASET_TITLES  # noqa: E402
 from vae_repro import plotting  # noqa: E402
 from vae_repro.plotting import PlotError  # noqa: E402
 
-NEEDED_COLUMNS = ["samples", "train_elbo", "test_elbo"]
-COLUMNS = ("train_elbo", "test_elbo")
+COLUMNS = ("train_elbo", "test_elbo")  # drawn unless --column says otherwise
 DATASET_ORDER = ["mnist", "fashion_mnist", "frey_face"]  # rows, top to bottom, as in the paper
-# The y range of the paper's panels, for its model of each dataset, widened to fit the data.
+# The y range of the paper's ELBO panels, for its model of each dataset (plotting.y_range widens it to the data).
 PAPER_YLIM = {("mnist", "bernoulli"): (-150.0, -95.0), ("frey_face", "gaussian"): (0.0, 1600.0)}
 NAMES = {"aevb": "AEVB", "wake_sleep": "WS"}  # the algorithms of Figure 2, as its legend names them
 SHOWN = {"data.name", "latent_dim", "algorithm.name"}  # told apart by rows, panels and colours
+# The y axis's label for each quantity of metrics.csv; a column not named here is its own label.
+Y_LABELS = {"elbo": "ELBO per datapoint (nats)", "log_px": r"$\mathrm{E}_q[\log p(x|z)]$ per datapoint (nats)",
+            "kl": r"$\mathrm{KL}(q(z|x)\,\|\,p(z))$ per datapoint (nats)",
+            "log_px_marginal": "marginal log-likelihood (nats)", "wall_s": "wall-clock time (s)"}
+COLUMN_HELP = ("what to draw (default elbo): a column of metrics.csv (test_kl, wall_s, ...), or one without its "
+               "train_/test_ prefix to draw both splits: elbo, log_px (the reconstruction term), kl, log_px_marginal")
 
 
-def read_runs(dirs: list[Path]) -> pd.DataFrame:
+def columns_to_draw(name: str, found: list[str]) -> tuple[str, ...]:
+    """The columns `--column NAME` stands for, given the columns `found` in metrics.csv: NAME itself,
+    or train_NAME and test_NAME."""
+    if name in found and name != "samples":
+        return (name,)
+    both = (f"train_{name}", f"test_{name}")
+    if any(column in found for column in both):
+        return both  # a run lacking one of them is refused by read_runs, naming its file
+    drawable = ", ".join(c for c in found if c != "samples")
+    raise PlotError(f"--column {name}: no such column; metrics.csv has {drawable} "
+                    f"(elbo, kl, ... without train_/test_ draw both splits)")
+
+
+def y_label(columns: tuple[str, ...]) -> str:
+    quantity = columns[0].removeprefix("train_").removeprefix("test_")
+    label = Y_LABELS.get(quantity, quantity)
+    return f"{columns[0].split('_')[0]} {label}" if len(columns) == 1 and quantity != columns[0] else label
+
+
+def read_runs(dirs: list[Path], columns: tuple[str, ...] = COLUMNS) -> pd.DataFrame:
     """The rows of the runs of Figure 2's algorithms below `dirs` (Monte Carlo EM has no ELBO)."""
-    rows = plotting.read_runs(dirs, NEEDED_COLUMNS)
+    rows = plotting.read_runs(dirs, ["samples", *columns])
     rows = rows[rows["algorithm"].isin(list(NAMES))]
     if rows.empty:
         raise PlotError(f"no AEVB or wake-sleep runs below {', '.join(map(str, dirs))}")
     return plotting.with_settings(rows, SHOWN, within="dataset")  # each dataset has rows of its own
 
 
-def plot(rows: pd.DataFrame) -> plt.Figure:
-    """A row of panels per dataset and setting, in the paper's order, one panel per N_z in increasing N_z."""
+def plot(rows: pd.DataFrame, columns: tuple[str, ...] = COLUMNS, ylim: tuple[float, float] | None = None
+         ) -> plt.Figure:
+    """A row of panels per dataset and setting, in the paper's order, one panel per N_z in increasing N_z.
+    Each row's y range fits its curves (see plotting.y_range), with the paper's range for an ELBO, unless
+    `ylim` is given."""
     row_keys = sorted(rows[["dataset", "setting"]].drop_duplicates().itertuples(index=False),
                       key=lambda k: (DATASET_ORDER.index(k.dataset), k.setting))
     data_of = {key: rows[(rows["dataset"] == key.dataset) & (rows["setting"] == key.setting)] for key in row_keys}
     latent_dims = {key: sorted(data["latent_dim"].unique()) for key, data in data_of.items()}
     n_cols = max(len(dims) for dims in latent_dims.values())
     fig, axes = plt.subplots(len(row_keys), n_cols, figsize=(3.2 * n_cols, 3.4 * len(row_keys)), squeeze=False)
+    is_elbo = all(column.endswith("_elbo") for column in columns)
     for row_axes, key in zip(axes, row_keys):
         data = data_of[key]
         likelihood = data[plotting.CONFIG + "model.likelihood"].iloc[0]  # one per row: else it is in the setting
-        ylim = plotting.y_range(plotting.curves_of(data, COLUMNS), PAPER_YLIM.get((key.dataset, likelihood)))
+        paper_ylim = PAPER_YLIM.get((key.dataset, likelihood)) if is_elbo else None
+        row_ylim = ylim or plotting.y_range(plotting.curves_of(data, columns), paper_ylim)
         for ax, latent_dim in zip(row_axes, latent_dims[key]):
             panel = data[data["latent_dim"] == latent_dim]
-            plotting.draw_curves(ax, panel, COLUMNS, NAMES)
+            plotting.draw_curves(ax, panel, columns, NAMES)
             title = f"{DATASET_TITLES[key.dataset]}, $N_z$ = {latent_dim}"
             ax.set_title(title + (f"\n{key.setting}" if key.setting else ""), fontsize="medium")
-            ax.set_xscale("log")
+            plotting.log_x_axis(ax)
             ax.set_xlabel("# training samples evaluated")
-            ax.set_ylim(*ylim)
+            ax.set_ylim(*row_ylim)
             ax.grid(True, which="major", alpha=0.3)
-            plotting.note_outside(ax, panel, COLUMNS)
-        row_axes[0].set_ylabel("ELBO per datapoint (nats)")
+            plotting.note_outside(ax, panel, columns)
+        row_axes[0].set_ylabel(y_label(columns))
         for ax in row_axes[len(latent_dims[key]):]:
             ax.remove()  # a row with fewer N_z than the widest
     plotting.legend_below(fig)
     return fig
 
 
+def make_figure(args: argparse.Namespace) -> plt.Figure:
+    if args.ylim is not None and args.ylim[0] >= args.ylim[1]:
+        raise PlotError(f"--ylim {args.ylim[0]:g} {args.ylim[1]:g}: LOW must be below HIGH")
+    columns = columns_to_draw(args.column, plotting.metrics_columns(args.dirs))
+    return plot(read_runs(args.dirs, columns), columns, args.ylim)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--column", default="elbo", metavar="NAME", help=COLUMN_HELP)
+    parser.add_argument("--ylim", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="the y range of every panel (default: fit the curves; for the ELBO, the paper's range "
+                             "unless the curves lie far from it)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    return plotting.figure_main(__doc__, "fig2.png", lambda dirs: plot(read_runs(dirs)), argv)
+    return plotting.figure_main(__doc__, "fig2.png", make_figure, argv, add_options)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def plot(rows: pd.DataFrame) -> plt.Figure:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return plotting.figure_main(__doc__, "fig3.png", lambda dirs: plot(read_runs(dirs)), argv)
+    return plotting.figure_main(__doc__, "fig3.png", lambda args: plot(read_runs(args.dirs)), argv)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """What the figure scripts share: reading every run below some dirs into one table, telling
-apart runs that are not seeds of one setting, the y range of a row of panels, and curves drawn
-as the mean of seeds with a min-max band."""
+apart runs that are not seeds of one setting, the y range of a row of panels, curves drawn
+as the mean of seeds with a min-max band, a log x axis and a legend that fit narrow figures."""
 import argparse
 import io
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Callable
@@ -11,6 +12,8 @@ from typing import Callable
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.patches import Patch
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 from omegaconf import OmegaConf
 
 COLOURS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue"}
@@ -19,6 +22,8 @@ COLOURS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue"}
 NOT_A_SETTING = {"seed", "data.root", "data.download", "device", "threads", "train.progress",
                  "train.checkpoint_every", "train.max_samples"}
 CONFIG = "config."  # prefix of the columns that hold each run's config values
+BAND = "band: min-max over {} seeds"  # the legend's entry for the bands of that many seeds
+ONE_ROW_LEGEND = 0.3  # inches: what a figure's height holds for its legend
 
 
 class PlotError(Exception):
@@ -44,15 +49,32 @@ def _n_train(job_dir: Path, config) -> str:
     return "all" if size is None else str(size)
 
 
-def _flat(config, prefix: str = "") -> dict[str, str]:
-    """A config as {dotted key: value as text}."""
-    flat = {}
+def flat(config, prefix: str = "") -> dict[str, str]:
+    """A config (as a dict) as {dotted key: value as text}."""
+    values = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
+            values.update(flat(value, f"{prefix}{key}."))
         else:
-            flat[f"{prefix}{key}"] = str(value)
-    return flat
+            values[f"{prefix}{key}"] = str(value)
+    return values
+
+
+def _metrics_paths(d: Path) -> list[Path]:
+    paths = sorted(d.rglob("metrics.csv"))
+    if not paths:
+        raise PlotError(f"{d}: no metrics.csv below this dir")
+    return paths
+
+
+def metrics_columns(dirs: list[Path]) -> list[str]:
+    """The columns of the metrics.csv files below `dirs`, each once, in the order they first appear."""
+    columns = {}
+    for d in dirs:
+        for path in _metrics_paths(d):
+            with open(path) as f:
+                columns.update(dict.fromkeys(f.readline().strip().split(",")))
+    return [c for c in columns if c]
 
 
 def read_runs(dirs: list[Path], needed_columns: list[str], hint: str = "") -> pd.DataFrame:
@@ -61,17 +83,14 @@ def read_runs(dirs: list[Path], needed_columns: list[str], hint: str = "") -> pd
     as a column `config.KEY`."""
     frames = []
     for d in dirs:
-        paths = sorted(d.rglob("metrics.csv"))
-        if not paths:
-            raise PlotError(f"{d}: no metrics.csv below this dir")
-        for path in paths:
+        for path in _metrics_paths(d):
             config_path = path.parent / ".hydra" / "config.yaml"
             if not config_path.exists():
                 raise PlotError(f"{path.parent}: no .hydra/config.yaml to read N_z from")
             config = OmegaConf.load(config_path)
             frame = read_metrics(path, needed_columns, hint)
             if len(frame):  # a job that has not reached its first evaluation has no rows yet
-                values = {CONFIG + k: v for k, v in _flat(OmegaConf.to_container(config)).items()}
+                values = {CONFIG + k: v for k, v in flat(OmegaConf.to_container(config)).items()}
                 frames.append(frame.assign(run=str(path.parent), latent_dim=int(config.latent_dim),
                                            dataset=str(config.data.name), n_train=_n_train(path.parent, config),
                                            algorithm=str(OmegaConf.select(config, "algorithm.name", default="aevb")),
@@ -94,14 +113,31 @@ def with_settings(rows: pd.DataFrame, shown: set[str], within: str | None = None
     return rows.assign(setting=setting if keys else "")
 
 
+def _without_a_wild_start(curve: np.ndarray) -> np.ndarray:
+    """`curve` less its first point where that lies orders of magnitude off: farther from the other
+    points than ten times their size (their spread, or their distance from 0 if larger). A steep
+    start is kept; a Gaussian decoder's first ELBO on images whose pixels never vary, -1e7 against
+    curves of hundreds, is not."""
+    curve = curve[~np.isnan(curve)]
+    rest = curve[1:]
+    if not len(rest):
+        return curve
+    low, high = rest.min(), rest.max()
+    size = max(high - low, np.abs(rest).max())
+    return rest if curve[0] < low - 10 * size or curve[0] > high + 10 * size else curve
+
+
 def y_range(curves: list[np.ndarray], paper_range: tuple[float, float] | None) -> tuple[float, float]:
-    """A y range for curves (each an array in training order): the later half of every curve, within
-    the paper's range widened to it. Earlier points beyond it (the steep start, or a wild first
-    evaluation that would flatten every curve) are left out; `note_outside` says so on the panel."""
-    later = np.concatenate([c[len(c) // 2:] for c in curves])
-    low, high = np.nanmin(later), np.nanmax(later)
+    """A y range for curves (each an array in training order): all their points but a wild first
+    one (which would flatten every curve; `note_outside` says so on the panel), widened to the
+    paper's range if given, unless the points lie farther from it than twice their own spread, as a
+    short run far below the paper's curves does: the paper's range would squeeze them flat."""
+    points = np.concatenate([_without_a_wild_start(c) for c in curves])
+    low, high = points.min(), points.max()
     if paper_range is not None:
-        low, high = min(paper_range[0], low), max(paper_range[1], high)
+        gap = max(paper_range[0] - high, low - paper_range[1], 0.0)
+        if gap <= 2 * (high - low):
+            low, high = min(paper_range[0], low), max(paper_range[1], high)
     margin = 0.02 * (high - low) or 1.0
     return low - margin, high + margin
 
@@ -123,44 +159,79 @@ def note_outside(ax: plt.Axes, panel: pd.DataFrame, columns: tuple[str, ...]) ->
                 fontsize="x-small", ha="right", color="0.35")  # bottom right: rising curves leave it free
 
 
-def draw_curves(ax: plt.Axes, panel: pd.DataFrame, columns: tuple[str, str], names: dict[str, str],
+def draw_curves(ax: plt.Axes, panel: pd.DataFrame, columns: tuple[str, ...], names: dict[str, str],
                 x_unit: float = 1.0) -> None:
-    """Each algorithm of `names` found in `panel`: its train (solid) and test (dashed) column against
-    samples / x_unit, seeds as mean with a min-max band, labelled "NAME (train)" and "NAME (test)"."""
+    """Each algorithm of `names` found in `panel`: each of `columns` against samples / x_unit, a
+    train_ column solid and labelled "NAME (train)", a test_ column dashed and labelled "NAME (test)",
+    any other column solid and labelled "NAME"; seeds as their mean with a min-max band."""
     for algorithm, name in names.items():
         runs = panel[panel["algorithm"] == algorithm]
         if runs.empty:
             continue
-        for column, style, split in zip(columns, ("-", "--"), ("train", "test")):
+        seeds = runs["run"].nunique()
+        for column in columns:
+            split = column.split("_")[0] if column.startswith(("train_", "test_")) else None
             stats = runs.groupby("samples")[column].agg(["mean", "min", "max"])
             x = stats.index / x_unit
-            ax.plot(x, stats["mean"], style, color=COLOURS[algorithm], label=f"{name} ({split})")
-            if runs["run"].nunique() > 1:
-                ax.fill_between(x, stats["min"], stats["max"], color=COLOURS[algorithm], alpha=0.2, linewidth=0)
+            ax.plot(x, stats["mean"], "--" if split == "test" else "-", color=COLOURS[algorithm],
+                    label=f"{name} ({split})" if split else name)
+            if seeds > 1:
+                ax.fill_between(x, stats["min"], stats["max"], color=COLOURS[algorithm], alpha=0.2, linewidth=0,
+                                label=BAND.format(seeds))
+
+
+def log_x_axis(ax: plt.Axes) -> None:
+    """A log x axis whose tick labels do not overlap on a narrow panel. Over less than two decades,
+    as on a short run, matplotlib would label crowded minor ticks as 2x10^3, 3x10^3, ...: there the
+    ticks are at 1, 2 and 5 times a power of ten, written short (500, 1k, 2k)."""
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    if high / low < 100:
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def legend_below(fig: plt.Figure) -> None:
-    """One legend for the whole figure, under its panels, where it covers no curve."""
-    labels = {}
+    """One legend for the whole figure, under its panels, where it covers no curve, in as many
+    columns as the figure's width holds. The bands, each in its curve's colour, share one grey entry."""
+    handles = {}
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
-            labels.setdefault(label, handle)
-    fig.legend(list(labels.values()), list(labels), loc="lower center", ncol=min(len(labels), 6), fontsize="small",
-               frameon=False)
-    fig.tight_layout(rect=(0, 0.3 / fig.get_figheight(), 1, 1))  # 0.3 inch for the legend
+            handles.setdefault(label, Patch(color="0.5", alpha=0.3, linewidth=0) if label.startswith("band:")
+                               else handle)
+    labels = sorted(handles, key=lambda label: label.startswith("band:"))  # the curves first
+    if not labels:
+        fig.tight_layout()
+        return
+    renderer = fig.canvas.get_renderer()
+    # The fewest rows that fit, their columns equally full: matplotlib fills each column before the next.
+    for n_rows in range(math.ceil(len(labels) / 6), len(labels) + 1):
+        legend = fig.legend([handles[label] for label in labels], labels, loc="lower center",
+                            ncol=math.ceil(len(labels) / n_rows), fontsize="small", frameon=False, columnspacing=1.2)
+        if n_rows == len(labels) or legend.get_window_extent(renderer).width <= fig.bbox.width:
+            break
+        legend.remove()
+    legend_top = legend.get_window_extent(renderer).y1 / fig.dpi + 0.05  # inches above the figure's bottom
+    # The panels keep their height: the figure grows by what a legend of more than one row needs.
+    fig.set_size_inches(fig.get_figwidth(), fig.get_figheight() + max(0.0, legend_top - ONE_ROW_LEGEND))
+    fig.tight_layout(rect=(0, legend_top / fig.get_figheight(), 1, 1))
 
 
-def figure_main(doc: str, default_out: str, make_figure: Callable[[list[Path]], plt.Figure],
-                argv: list[str] | None) -> int:
-    """A figure script's command line: run dirs in, a PNG (or PDF and PNG) out, one-line errors."""
+def figure_main(doc: str, default_out: str, make_figure: Callable[[argparse.Namespace], plt.Figure],
+                argv: list[str] | None, add_options: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+                ) -> int:
+    """A figure script's command line: run dirs in, a PNG (or PDF and PNG) out, one-line errors.
+    `add_options` adds the script's own options; `make_figure` gets them all, the dirs as `dirs`."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep dirs holding metrics.csv files")
     parser.add_argument("--out", type=Path, default=Path(default_out),
                         help="output file; a name ending in .pdf writes a PNG beside it too")
     parser.add_argument("--dpi", type=int, default=150, help="resolution of the PNG (default 150)")
+    add_options(parser)
     args = parser.parse_args(argv)
     try:
-        fig = make_figure(args.dirs)
+        fig = make_figure(args)
     except PlotError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

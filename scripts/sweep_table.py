@@ -1,0 +1,74 @@
+"""A table of the jobs of one or more sweeps: what each tried, how far it got and its final ELBOs.
+
+    python scripts/sweep_table.py outputs/multirun/2026-11-24/12-00-00 [more dirs] [--csv table.csv]
+
+One row per job below the given dirs (every dir holding a metrics.csv or summary.json): its dir;
+the config values in which the jobs differ, one column per key (seed among them, but not where,
+how fast or how long a job ran: data.root, device, train.max_samples, ...); and from its
+summary.json its status (completed, running, interrupted, diverged, failed, or "not started"
+without one), its final train and test ELBO, its samples and samples per second. Printed on the
+terminal, and with --csv written as a CSV file too. Works on sweeps still running.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from vae_repro.metrics import read_summary
+from vae_repro.plotting import NOT_A_SETTING, PlotError, flat
+
+SUMMARY_COLUMNS = ["status", "train_elbo", "test_elbo", "samples", "samples_per_s"]
+
+
+def job_order(job: Path) -> tuple:
+    """Hydra's job dirs 0, 1, ..., 10 in number order, not as text."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in job.parts)
+
+
+def job_dirs(d: Path) -> list[Path]:
+    jobs = {path.parent for name in ("metrics.csv", "summary.json") for path in d.rglob(name)}
+    if not jobs:
+        raise PlotError(f"{d}: no metrics.csv or summary.json below this dir")
+    return sorted(jobs, key=job_order)
+
+
+def job_row(job: Path) -> dict:
+    config_path = job / ".hydra" / "config.yaml"
+    config = flat(OmegaConf.to_container(OmegaConf.load(config_path))) if config_path.exists() else {}
+    summary = read_summary(job) or {"status": "not started"}
+    return {"job": str(job), **config, **{key: summary.get(key) for key in SUMMARY_COLUMNS}}
+
+
+def table(dirs: list[Path]) -> pd.DataFrame:
+    """One row per job below `dirs`: job, the swept keys, then SUMMARY_COLUMNS."""
+    rows = pd.DataFrame([job_row(job) for d in dirs for job in job_dirs(d)])
+    ignored = {"job", *SUMMARY_COLUMNS, *(NOT_A_SETTING - {"seed"})}
+    swept = [c for c in rows.columns if c not in ignored and rows[c].nunique(dropna=False) > 1]
+    rows = rows[["job", *swept, *SUMMARY_COLUMNS]]
+    return rows.astype({"samples": "Int64", "train_elbo": float, "test_elbo": float, "samples_per_s": float})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep dirs")
+    parser.add_argument("--csv", type=Path, metavar="FILE", help="also write the table to this CSV file")
+    args = parser.parse_args(argv)
+    try:
+        rows = table(args.dirs)
+    except PlotError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # As floats, the samples of a job not started print as "-" like its other missing values.
+    print(rows.astype({"samples": float}).to_string(index=False, na_rep="-", float_format="{:.2f}".format,
+                                                    formatters={"samples": "{:.0f}".format}))
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        rows.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
