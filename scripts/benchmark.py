@@ -22,12 +22,18 @@ Measures, on the same data and machine:
              included), each as a share of the large matmul's rate; with --compile the same
              with train.compile (its compiling counted in the job); on CUDA the same with
              train.cuda_graph=false
+  share      a whole command (MNIST's setup, --share-samples) alone and beside one busy process per
+             core (`yes`), with the default threads=0 (the count chosen while it trains), one
+             thread, and all cores fixed: what a job keeps of its speed on a shared machine
   curve      both loops trained for --curve-samples with the same settings, ELBO side by side
+--only SECTION ... runs some of them (textbook, frey, fig3, floor, share, curve).
 Without the dataset's files under --data-root it makes random full-size IDX files, and
 without <data-root>/FreyFace/frey_rawface.mat random frames.
 """
 import argparse
+import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -52,6 +58,7 @@ FIG3_LATENT, FIG3_HIDDEN, FIG3_TRAIN = 3, 100, 1000  # Figure 3's model and its 
 FIG3_EVALS_PER_DECADE, FIG3_RUN_SAMPLES = 2, (10_000_000, 60_000_000)  # sweep=fig3's schedule; run lengths
 TEXTBOOK_EVAL_EVERY = 100_000
 PAPER_SAMPLES = 100_000_000
+SECTIONS = ["textbook", "frey", "fig3", "floor", "share", "curve"]
 PROBE_S, PROBE_EVERY_S = 0.3, 10.0  # the large matmul's measurements within a job: length, interval
 
 
@@ -210,6 +217,35 @@ def job_peak_memory_mib(dataset, root):
         if job.wait() != 0:
             raise RuntimeError("the benchmark's training job failed")
     return peak_rss / 1024, peak_private / 1024
+
+
+def command_samples_per_s(dataset: str, root: Path, samples: float, threads: int, busy: int) -> float:
+    """Samples per second of a real `python -m vae_repro.run` job of MNIST's setup, as its summary.json
+    gives them, beside `busy` processes that spin (`yes > /dev/null`)."""
+    spinners = [subprocess.Popen(["yes"], stdout=subprocess.DEVNULL) for _ in range(busy)]
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            subprocess.run([sys.executable, "-m", "vae_repro.run", f"data={dataset}", f"data.root={root}",
+                            "data.download=false", "device=cpu", f"threads={threads}", f"train.max_samples={samples}",
+                            "train.progress=false", f"hydra.run.dir={out}"], check=True, capture_output=True)
+            return json.loads((Path(out) / "summary.json").read_text())["samples_per_s"]
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def print_fair_share(args, dataset, root) -> None:
+    cores = len(os.sched_getaffinity(0))
+    print(f"\nA shared machine: one {args.share_samples:.0e}-sample command (MNIST's setup) alone and beside {cores} "
+          f"busy processes on {cores} cores (samples/s, summary.json)")
+    print(f"{'threads':<34}{'alone':>10}{'busy':>10}{'kept':>8}")
+    for threads, label in ((0, "0 (default: chosen as it trains)"), (1, "1"), (cores, f"{cores} (fixed)")):
+        alone = command_samples_per_s(dataset, root, args.share_samples, threads, busy=0)
+        # All cores fixed crawls beside busy processes; a tenth of the samples measures it as well.
+        busy_samples = args.share_samples / 10 if threads > 1 else args.share_samples
+        busy = command_samples_per_s(dataset, root, busy_samples, threads, busy=cores)
+        print(f"{label:<34}{alone:>10,.0f}{busy:>10,.0f}{busy / alone:>8.0%}")
 
 
 def synthetic_root(root: Path) -> Path:
@@ -389,6 +425,8 @@ def main():
     parser.add_argument("--job-samples", type=int, default=1_000_000, help="of each whole job in the floor table")
     parser.add_argument("--curve-samples", type=int, default=100_000, help="0 skips the side-by-side curve")
     parser.add_argument("--compile", action="store_true", help="add the floor table's rows with train.compile")
+    parser.add_argument("--share-samples", type=float, default=3e5, help="of each command in the share table")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run these sections alone")
     args = parser.parse_args()
     try:
         device = resolve_device(args.device)
@@ -407,13 +445,20 @@ def main():
         frey_train, frey_test = frey_frames(args.data_root.resolve())
         print(f"data: {dataset} under {root}; device: {device}; torch threads: {torch.get_num_threads()}")
 
-        step_rate = compare_with_textbook(args, device, dataset, root, train_x, test_x)
-        compare_frey_with_textbook(args, device, frey_train, frey_test)
-        print_fig3(*fig3_costs(train_x, test_x, device, args.rounds))
-        print_floor_table(args, device, (("MNIST, H=500, N_z=20", "mnist", (train_x, test_x)),
-                                         ("Frey Face, H=200, N_z=5", "frey", (frey_train, frey_test)),
-                                         ("Figure 3, H=100, N_z=3", "fig3", (train_x[:FIG3_TRAIN], test_x))))
-        if args.curve_samples:
+        step_rate = 0.0
+        if "textbook" in args.only:
+            step_rate = compare_with_textbook(args, device, dataset, root, train_x, test_x)
+        if "frey" in args.only:
+            compare_frey_with_textbook(args, device, frey_train, frey_test)
+        if "fig3" in args.only:
+            print_fig3(*fig3_costs(train_x, test_x, device, args.rounds))
+        if "floor" in args.only:
+            print_floor_table(args, device, (("MNIST, H=500, N_z=20", "mnist", (train_x, test_x)),
+                                             ("Frey Face, H=200, N_z=5", "frey", (frey_train, frey_test)),
+                                             ("Figure 3, H=100, N_z=3", "fig3", (train_x[:FIG3_TRAIN], test_x))))
+        if "share" in args.only and device.type == "cpu":
+            print_fair_share(args, dataset, root)
+        if "curve" in args.only and args.curve_samples:
             print_curves(args, device, dataset, root, train_x, test_x)
     return 0 if math.isfinite(step_rate) else 1
 

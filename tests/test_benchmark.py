@@ -1,4 +1,5 @@
 """The benchmark script still runs end to end (tiny settings: this checks its output, not speed)."""
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ from conftest import REPO
 def test_benchmark_prints_its_table(data_root):
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--data-root", str(data_root),
                              "--rounds", "1", "--textbook-samples", "200", "--project-samples", "3000",
-                             "--job-samples", "3000", "--curve-samples", "1000"], capture_output=True, text=True,
+                             "--job-samples", "3000", "--curve-samples", "1000", "--share-samples", "3000"], capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr
     for line in ("textbook loop, with its eval", "project, with its eval schedule", "wake-sleep step, training only",
@@ -28,6 +29,11 @@ def test_benchmark_prints_its_table(data_root):
         assert row.startswith(name) and row.count("%") == 3
 
 
+    share = result.stdout.split("A shared machine: one 3e+03-sample command")[1].splitlines()
+    assert share[1].split() == ["threads", "alone", "busy", "kept"]
+    for row, name in zip(share[2:5], ("0 (default: chosen as it trains)", "1 ",
+                                      f"{len(os.sched_getaffinity(0))} (fixed)")):
+        assert row.startswith(name) and row.endswith("%")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_benchmark_without_cuda_says_so():
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--device", "cuda"],

@@ -25,7 +25,7 @@ from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, build
                                   rng_states, save_atomic, save_model, set_rng_states)
 from vae_repro.config import Config, ConfigError, check_config
 from vae_repro.data import DataError, prepare_data
-from vae_repro.machine import check_compile, keep_freed_memory, resolve_device
+from vae_repro.machine import ThreadCount, check_compile, keep_freed_memory, resolve_device
 from vae_repro.marginal import make_estimator
 from vae_repro.model import compile_passes
 from vae_repro.metrics import (MetricsLog, eval_schedule, evaluate, evaluate_marginal, metric_columns, record_failure,
@@ -60,6 +60,7 @@ class Job:
         check_compile(cfg, self.device)
         self.train_x, self.test_x = prepare_data(cfg, self.device, data)
         random.seed(cfg.seed)
+        self.threads = ThreadCount(torch.get_num_threads(), choose=cfg.threads == 0 and self.device.type == "cpu")
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, self.train_x.shape[1]).to(self.device)
@@ -173,8 +174,8 @@ class Job:
         state = self.state
         s = {"status": status, "message": message, "samples": state["samples"], **state["last"],
              "wall_s": state["wall_s"], "samples_per_s": state["samples"] / max(state["wall_s"], 1e-9),
-             "device": str(self.device), "threads": torch.get_num_threads(), "n_train": len(self.train_x),
-             "weight_decay": self.weight_decay,
+             "device": str(self.device), "threads": self.threads.counts[0], "threads_in_use": self.threads.current,
+             "n_train": len(self.train_x), "weight_decay": self.weight_decay,
              "algorithm": str(self.cfg.algorithm.name), "latent_dim": self.cfg.latent_dim, "lr": self.cfg.optimizer.lr}
         write_summary(self.out, s)
         return s
@@ -209,8 +210,10 @@ class Job:
                     # minibatches only fill Adagrad's accumulator) or a finiteness check.
                     self.optimizer.lr = 0.0 if state["steps"] < warmup else lr
                     to_event = min(schedule[next_eval], next_ckpt) - state["samples"]
-                    n = min(-(-to_event // batch), CHECK_EVERY - state["steps"] % CHECK_EVERY,
-                            warmup - state["steps"] if state["steps"] < warmup else CHECK_EVERY)
+                    wanted = min(-(-to_event // batch), CHECK_EVERY - state["steps"] % CHECK_EVERY,
+                                 warmup - state["steps"] if state["steps"] < warmup else CHECK_EVERY)
+                    n = self.threads.steps(wanted)  # fewer where the thread count is under watch
+                    started = time.perf_counter()
                     done = self.train_steps(n, stop)
                     state["samples"] += done * batch
                     state["steps"] += done
@@ -240,9 +243,12 @@ class Job:
 
 def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Train one model as `cfg` says, writing into `out_dir`; resume if a checkpoint is there.
+                    self.threads.timed(done, time.perf_counter() - started)
 
     `data` is (train, test) as uint8 [N, 784] grey levels; by default it is loaded as `cfg.data`
     says. Returns the summary (also written to summary.json). Raises Diverged on
+                    if done < wanted and stop.received is None:
+                        continue  # not yet at the event
     non-finite weights, and any other error of the job, after recording it in summary.json;
     RunDirBusy, without touching the dir, if another process trains in it.
     """
