@@ -1,5 +1,10 @@
 """Sweeps through Hydra's launcher plugins (the `cluster` extra), for real, on this machine."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from conftest import QUICK, run_cli
@@ -40,3 +45,52 @@ def test_jobs_one_after_the_other_take_all_cores_unless_told(data_root, tmp_path
     result = run_cli([f"data.root={data_root}", *QUICK, "threads=1", "hydra.run.dir=one"], tmp_path)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["threads"] == 1
+
+
+def start_sweep(args, cwd) -> subprocess.Popen:
+    """A sweep in a process group of its own, as a terminal starts a command."""
+    return subprocess.Popen([sys.executable, "-m", "vae_repro.run", "-m", *args, "hydra.sweep.dir=sweep"], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def wait_for_checkpoints(cwd, n, process):
+    deadline = time.time() + 120
+    while len(list(cwd.glob("sweep/*/checkpoint.pt"))) < n:
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.1)
+
+
+LONGER = ["train.max_samples=1e5", "train.checkpoint_every=1e4", "train.progress=false", "device=cpu"]
+
+
+def test_submitit_waits_for_every_job_after_one_is_killed(data_root, tmp_path):
+    process = start_sweep(["hydra/launcher=submitit_local", "latent_dim=2,3", f"data.root={data_root}", *LONGER],
+                          tmp_path)
+    wait_for_checkpoints(tmp_path, 2, process)
+    os.kill(int((tmp_path / "sweep" / "0" / ".lock").read_text()), signal.SIGKILL)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 1
+    assert out.strip().splitlines()[-2] == f"1 of 2 jobs completed; outputs in {tmp_path / 'sweep'}"
+    assert f"{tmp_path / 'sweep' / '0'}: died" in err
+    assert json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_ctrl_c_on_a_joblib_sweep_checkpoints_every_job_and_the_same_command_resumes(data_root, tmp_path):
+    args = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "latent_dim=2,3,4", f"data.root={data_root}", *LONGER]
+    process = start_sweep(args, tmp_path)
+    wait_for_checkpoints(tmp_path, 2, process)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: to every process of the terminal's group
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    sweep = tmp_path / "sweep"
+    for job in ("0", "1"):
+        summary = json.loads((sweep / job / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and "checkpoint saved" in summary["message"]
+        assert f"{sweep / job}: interrupted: stopped by" in err
+    assert f"{sweep / '2'}: not started" in err  # the third job found its command stopped
+    assert out.strip().splitlines()[-2] == f"0 of 3 jobs completed; outputs in {sweep}"
+    assert out.strip().splitlines()[-1].startswith("to resume: python -m vae_repro.run -m hydra/launcher=joblib")
+    result = run_cli(["-m", *args, "hydra.sweep.dir=sweep"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "3 of 3 jobs completed" in result.stdout
+    assert "resuming from" in (sweep / "0" / "run.log").read_text()

@@ -1,8 +1,9 @@
-"""What a job takes of the machine: its CPU threads on a shared machine."""
+"""What a job takes of the machine: its CPU threads on a shared machine, and the signals of a
+command whose jobs train in joblib's worker processes."""
 import pytest
 import torch
 
-from vae_repro import machine
+from vae_repro import machine, workers
 from vae_repro.machine import ThreadCount
 
 
@@ -58,3 +59,12 @@ def test_a_count_given_in_the_config_is_kept():
     threads.timed(100, 100.0)
     assert threads.steps(100) == 100 and threads.current == 2
 
+
+def test_a_job_learns_of_its_commands_stop_from_the_stop_file(tmp_path, monkeypatch):
+    stop_file = tmp_path / "stop"
+    monkeypatch.delenv(workers.STOP_FILE, raising=False)
+    assert not workers.in_worker() and not workers.command_stopped()
+    monkeypatch.setenv(workers.STOP_FILE, f"1:{stop_file}")  # a command of another pid
+    assert workers.in_worker() and not workers.command_stopped()
+    stop_file.touch()
+    assert workers.command_stopped()

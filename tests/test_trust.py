@@ -155,5 +155,15 @@ def test_a_job_that_died_without_a_word_is_not_reported_as_running(data_root, tm
     train(cfg, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     (tmp_path / "summary.json").write_text(json.dumps({**summary, "status": "running"}))  # as SIGKILL leaves it
-    status, message = _job_outcome(tmp_path)
+    status, message, _ = _job_outcome(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_failed_single_run_says_so_once(data_root, tmp_path):
+    result = subprocess.run([sys.executable, "-c", FAULTY_EVALUATION, "latent_dim=3", f"data.root={data_root}", *QUICK,
+                             "hydra.run.dir=run"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.count("injected fault in the evaluation") == 1
+    assert result.stderr.strip().splitlines()[-1] == f"{tmp_path / 'run'}: failed: ValueError: injected fault in the evaluation"
+    assert "injected fault in the evaluation" in (tmp_path / "run" / "run.log").read_text()
     assert status == "died" and message.startswith("ended without a word at or after 1000 samples")

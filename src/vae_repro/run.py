@@ -8,11 +8,13 @@ half-made sweep. A job's error is recorded in its summary.json and told in one l
 other jobs go on. The command ends by listing the jobs that did not complete (exit status 1)
 and saying where the output is.
 """
+import contextlib
 import logging
 import os
 import shlex
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
@@ -35,6 +38,8 @@ from vae_repro.machine import check_compile, resolve_device
 from vae_repro.metrics import read_summary
 from vae_repro.rundir import RunDirBusy, busy_message, holder
 from vae_repro.train import Diverged, error_line, train
+from vae_repro.workers import (StopWorkers, command_stopped, in_worker, prepare_worker,
+                               wait_for_child_processes)
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ConfigStore.instance().store(name="config_schema", node=Config)
@@ -107,7 +112,11 @@ class Command:
     out_dir: Path  # the run's dir, or the sweep's
     job_dirs: list[Path]
     jobs_at_once: int
-    jobs_in_this_process: bool  # Hydra's basic launcher; the others start processes or SLURM jobs
+    launcher: str  # its _target_
+
+    @property
+    def jobs_in_this_process(self) -> bool:  # Hydra's basic launcher; the others start processes or SLURM jobs
+        return self.launcher.endswith("BasicLauncher")
 
 
 def precheck(argv: list[str]) -> Command | None:
@@ -139,6 +148,8 @@ def precheck(argv: list[str]) -> Command | None:
                 job_dirs.append(out_dir / job_hydra.sweep.subdir)
         else:
             cfgs, job_dirs = [cfg], [out_dir]  # composed once above
+    for job_dir in job_dirs:
+        check_output_dir(job_dir, dir_key)
     if "Slurm" not in str(hydra_cfg.launcher.get("_target_")):  # a login node may lack the jobs' GPU or compiler
         for cfg in cfgs:
             check_compile(cfg, resolve_device(str(cfg.device)))
@@ -153,38 +164,77 @@ def precheck(argv: list[str]) -> Command | None:
             raise RunDirBusy(busy_message(job_dir, pid))
         load_checkpoint(job_dir / "checkpoint.pt", config_dict(cfg))
     return Command(argv + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)),
-                   str(hydra_cfg.launcher.get("_target_")).endswith("BasicLauncher"))
+                   str(hydra_cfg.launcher.get("_target_")))
 
 
-def _job_outcome(job_dir: Path) -> tuple[str, str]:
-    """A finished command's job: its status and what to say about it."""
+def check_output_dir(job_dir: Path, key: str) -> None:
+    """A job's output dir can be made and written in, tried without leaving anything behind."""
+    existing = job_dir
+    while not existing.exists():  # False beneath a regular file too
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{key}: {job_dir} cannot be a dir: {existing} is a file; choose another output dir")
+    try:
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as e:
+        raise ConfigError(f"{key}: cannot make {job_dir}: writing in {existing} failed ({e.strerror or e}); "
+                          "choose another output dir") from None
+
+
+def sweep_dry_run(argv: list[str]) -> bool:
+    """`-m ... --cfg job`, which Hydra refuses for a sweep: print each job's config, checked, and run
+    nothing. False where argv asks for something else; ConfigError for Hydra's other options with -m."""
+    args = [part for a in argv for part in (a.split("=", 1) if a.startswith("--cfg=") else [a])]
+    options = [a for a in args if a.startswith("-") and a not in ("-m", "--multirun")]
+    if not {"-m", "--multirun"} & set(args) or not options or {"--help", "-h", "--hydra-help"} & set(options):
+        return False
+    rest = [a for a in args if a not in ("-m", "--multirun")]
+    at = rest.index(options[0])
+    if options not in (["--cfg"], ["-c"]) or rest[at + 1:at + 2] != ["job"]:
+        asked = " ".join(rest[at:at + 2] if options[0] in ("--cfg", "-c") else options)
+        raise ConfigError(f"{asked} with -m: Hydra shows one run's config; `-m ... --cfg job` "
+                          "shows the config of each job of a sweep")
+    overrides = rest[:at] + rest[at + 2:]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="dry_run"):
+        jobs, _ = _sweep_jobs(overrides)
+        for num, job in enumerate(jobs):
+            cfg, _ = _compose_job(job, num)
+            print(f"# job {num}: {' '.join(job)}\n{OmegaConf.to_yaml(OmegaConf.structured(cfg))}")
+    print(f"# {len(jobs)} jobs; nothing was run")
+    return True
+
+
+def _job_outcome(job_dir: Path) -> tuple[str, str, str]:
+    """A finished command's job: its status, what to say about it, and its warning if any."""
     summary = read_summary(job_dir)
     if summary is None:
-        return "not started", "no summary.json: the job did not start"
-    status, message = summary.get("status", "unknown"), summary.get("message", "")
+        return "not started", "no summary.json: the job did not start", ""
+    status, message, warning = summary.get("status", "unknown"), summary.get("message", ""), summary.get("warning", "")
     if status == "running":
         if (pid := holder(job_dir)) is not None:
-            return status, f"still training in another process (pid {pid})"
+            return status, f"still training in another process (pid {pid})", warning
         return "died", (f"ended without a word at or after {summary.get('samples', 0)} samples (killed, out of "
-                        f"memory?); its log is in that dir, and the same command resumes it from its checkpoint")
-    return status, message
+                        f"memory?); its log is in that dir, and the same command resumes it from its checkpoint"), warning
+    return status, message, warning
 
 
 def report(command: Command) -> int:
     """Say how the command's jobs ended and where their output is; the command's exit status."""
     outcomes = [_job_outcome(d) for d in command.job_dirs]
-    for job_dir, (status, message) in zip(command.job_dirs, outcomes):
-        if status != "completed":
-            where = job_dir if command.multirun else command.out_dir
+    for job_dir, (status, message, warning) in zip(command.job_dirs, outcomes):
+        where = job_dir if command.multirun else command.out_dir
+        if status != "completed" or message:
             print(f"{where}: {status}" + (f": {message}" if message else ""), file=sys.stderr)
-    done = sum(status == "completed" for status, _ in outcomes)
+        if warning:
+            print(f"{where}: warning: {warning}", file=sys.stderr)
+    done = sum(status == "completed" for status, _, _ in outcomes)
     if command.multirun:
         print(f"{done} of {len(outcomes)} jobs completed; outputs in {command.out_dir}")
     elif done:
         print(f"run completed; outputs in {command.out_dir}")
     else:
         print(f"run not completed; outputs so far in {command.out_dir}")
-    if any(status in ("interrupted", "died", "not started") for status, _ in outcomes):
+    if any(status in ("interrupted", "died", "not started") for status, _, _ in outcomes):
         print(f"to resume: python -m vae_repro.run {shlex.join(command.args)}")
     return 0 if done == len(outcomes) else 1
 
@@ -196,19 +246,33 @@ def hydra_app(dict_cfg: DictConfig) -> str:
     # Parallel local jobs split the cores between them instead of each taking them all.
     torch.set_num_threads(cfg.threads or max(1, available_cores() // int(os.environ.get(JOBS_AT_ONCE, "1"))))
     out_dir = HydraConfig.get().runtime.output_dir
+    # A sweep's failed job is told as it happens and again in the end-of-command report; a single
+    # run's in the report alone. Its log file has it either way.
+    level = logging.ERROR if HydraConfig.get().mode == RunMode.MULTIRUN else logging.DEBUG
+    worker = in_worker()
+    if worker:
+        prepare_worker()
+    if command_stopped():
+        return "not started"
     try:
         return train(cfg, out_dir)["status"]
+    except Terminated:  # checkpointed; in a worker, its command stops the sweep and reports
+        if not worker:
+            raise
+        return "interrupted"
     except Diverged as e:  # recorded in summary.json; the other jobs of a sweep go on
-        log.error("%s: diverged: %s", out_dir, e)
+        log.log(level, "%s: diverged: %s", out_dir, e)
         return "diverged"
     except Exception as e:  # recorded in summary.json too, told in one line, its traceback in the job's log
-        log.error("%s: failed: %s", out_dir, error_line(e))
+        log.log(level, "%s: failed: %s", out_dir, error_line(e))
         log.debug("the failure's traceback", exc_info=True)
         return "failed"
 
 
 def main() -> None:
     try:
+        if sweep_dry_run(sys.argv[1:]):
+            return
         command = precheck(sys.argv[1:])
     except (HydraException, OmegaConfBaseException, ConfigError, DataError, CheckpointError, RunDirBusy) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
@@ -221,22 +285,35 @@ def main() -> None:
     sys.argv[1:] = command.args
     if command.jobs_in_this_process:  # a job stopped by SIGTERM checkpoints, then raises Terminated here
         signal.signal(signal.SIGTERM, raise_terminated)
+    joblib = command.launcher.endswith("JoblibLauncher")
     try:
-        hydra_app()
+        with StopWorkers(command.job_dirs) if joblib else contextlib.nullcontext() as stop:
+            hydra_app()
     except KeyboardInterrupt:
-        report(command)
-        sys.exit(130)
+        end_by_signal(command, signal.SIGINT)
     except Terminated:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the command at once
-        report(command)
-        sys.stdout.flush()  # the signal's default action below ends the process without flushing
-        sys.stderr.flush()
-        signal.raise_signal(signal.SIGTERM)  # end by the signal, as a process sent SIGTERM does
+        end_by_signal(command, signal.SIGTERM)
     except Exception as e:  # the launcher's: a job that SLURM cancelled, sbatch refusing the resources
         print(f"error: {error_line(e)}", file=sys.stderr)
+        if command.launcher.endswith("submitit_launcher.LocalLauncher"):
+            wait_for_child_processes()
         report(command)
         sys.exit(1)
+    if joblib and stop.signal is not None:
+        end_by_signal(command, stop.signal)
     sys.exit(report(command))
+
+
+def end_by_signal(command: Command, signum: int) -> None:
+    """Report, then end as a process stopped by `signum` does: exit status 130 after Ctrl-C, the
+    signal's own after SIGTERM."""
+    report(command)
+    if signum == signal.SIGINT:
+        sys.exit(130)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the command at once
+    sys.stdout.flush()  # the signal's default action below ends the process without flushing
+    sys.stderr.flush()
+    signal.raise_signal(signal.SIGTERM)
 
 
 if __name__ == "__main__":

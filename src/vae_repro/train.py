@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 # Steps between checks that the weights are finite: a NaN or infinity stays in the weights once
 # there, and a check is a host sync on a GPU.
 CHECK_EVERY = 100
+# A run is flagged as wrecked when its ELBO falls below the untrained model's by more than this many
+# times the latter's size; the untrained model is scored on this many test images.
+WRECKED_MARGIN, UNTRAINED_EVAL_POINTS = 10, 1000
 
 
 class Diverged(RuntimeError):
@@ -57,10 +60,10 @@ class Job:
         self.cfg, self.out = cfg, out
         keep_freed_memory()
         self.device = resolve_device(str(cfg.device))
+        self.threads = ThreadCount(torch.get_num_threads(), choose=cfg.threads == 0 and self.device.type == "cpu")
         check_compile(cfg, self.device)
         self.train_x, self.test_x = prepare_data(cfg, self.device, data)
         random.seed(cfg.seed)
-        self.threads = ThreadCount(torch.get_num_threads(), choose=cfg.threads == 0 and self.device.type == "cpu")
         np.random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg, self.train_x.shape[1]).to(self.device)
@@ -96,6 +99,9 @@ class Job:
                 raise CheckpointError(f"{self.ckpt_path}: damaged ({str(e).splitlines()[0]}); delete it to start this "
                                       "run over, or choose another output dir") from None
             log.info("resuming from %s at %d samples", self.ckpt_path, self.state["samples"])
+        elif self.has_encoder:  # the mark that an evaluation far below it is a wrecked run, not a slow one
+            self.state["untrained_elbo"] = evaluate(self.model, self.test_x[:UNTRAINED_EVAL_POINTS],
+                                                    cfg.train.mc_samples, cfg.seed + 1, self.binarize_dynamic)[0]
         log.info("%d training images: weight decay %.3g (the weight prior)", len(self.train_x), self.weight_decay)
         self.saved_samples = self.state["samples"] if ckpt is not None else None
         self.started = time.perf_counter() - self.state["wall_s"]
@@ -168,7 +174,22 @@ class Job:
         metrics.write(row)
         self.state["rows"] += 1
         self.state["last"] = {k: v for k, v in row.items() if k.endswith(("_elbo", "_marginal"))}
+        self.flag_if_wrecked(row)
         return row
+
+    def flag_if_wrecked(self, row: dict) -> None:
+        """Flag, once, a run whose ELBO has fallen far below its untrained model's: a step size too
+        large can wreck a run without a NaN (the encoder's variances blown up by Adagrad's first
+        full-size steps). The run goes on."""
+        untrained = self.state.get("untrained_elbo")
+        if untrained is None or "warning" in self.state:
+            return
+        worst = min(row["train_elbo"], row["test_elbo"])
+        if worst < untrained - WRECKED_MARGIN * max(abs(untrained), 100.0):
+            self.state["warning"] = (f"the ELBO ({worst:.4g} at {row['samples']} samples) is far below the untrained "
+                                     f"model's ({untrained:.1f}): optimizer.lr={self.cfg.optimizer.lr} is likely too "
+                                     "large for this model; try a smaller one")
+            log.warning("%s: %s", self.out, self.state["warning"])
 
     def summary(self, status: str, message: str = "") -> dict:
         state = self.state
@@ -177,6 +198,8 @@ class Job:
              "device": str(self.device), "threads": self.threads.counts[0], "threads_in_use": self.threads.current,
              "n_train": len(self.train_x), "weight_decay": self.weight_decay,
              "algorithm": str(self.cfg.algorithm.name), "latent_dim": self.cfg.latent_dim, "lr": self.cfg.optimizer.lr}
+        if "warning" in state:
+            s["warning"] = state["warning"]
         write_summary(self.out, s)
         return s
 
@@ -195,6 +218,11 @@ class Job:
     def run(self) -> dict:
         """Train to the end of the evaluation schedule, or until a stop signal; returns the summary."""
         state, batch, schedule = self.state, self.cfg.train.batch_size, self.schedule
+        if state["samples"] >= schedule[-1]:
+            message = (f"already complete at {state['samples']} samples; trained nothing (a larger train.max_samples "
+                       "extends it)")
+            log.info("%s: %s", self.out, message)
+            return self.summary("completed", message)
         next_eval = next((i for i, s in enumerate(schedule) if s > state["samples"]), len(schedule))
         ckpt_every = int(self.cfg.train.checkpoint_every)
         next_ckpt = (state["samples"] // ckpt_every + 1) * ckpt_every
@@ -215,9 +243,12 @@ class Job:
                     n = self.threads.steps(wanted)  # fewer where the thread count is under watch
                     started = time.perf_counter()
                     done = self.train_steps(n, stop)
+                    self.threads.timed(done, time.perf_counter() - started)
                     state["samples"] += done * batch
                     state["steps"] += done
                     bar.update(done * batch)
+                    if done < wanted and stop.received is None:
+                        continue  # not yet at the event
                     self.check_finite()
                     if state["samples"] >= schedule[next_eval]:
                         self.evaluate(metrics)
@@ -243,12 +274,9 @@ class Job:
 
 def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Train one model as `cfg` says, writing into `out_dir`; resume if a checkpoint is there.
-                    self.threads.timed(done, time.perf_counter() - started)
 
     `data` is (train, test) as uint8 [N, 784] grey levels; by default it is loaded as `cfg.data`
     says. Returns the summary (also written to summary.json). Raises Diverged on
-                    if done < wanted and stop.received is None:
-                        continue  # not yet at the event
     non-finite weights, and any other error of the job, after recording it in summary.json;
     RunDirBusy, without touching the dir, if another process trains in it.
     """
