@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.io
 
+from vae_repro import run as run_module
 from vae_repro.data import write_idx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +75,37 @@ def frey_root(tmp_path_factory) -> Path:
     return make_frey_root(tmp_path_factory.mktemp("frey"))
 
 
+def metrics_rows(job_dir: Path) -> list[dict]:
+    """A job's metrics.csv, a dict of strings per row."""
+    with open(job_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
 def rows_without_wall_time(job_dir: Path) -> list[dict]:
     """A job's metrics.csv, less the one column that differs between identical runs."""
-    with open(job_dir / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
+    return [{k: v for k, v in row.items() if k != "wall_s"} for row in metrics_rows(job_dir)]
+
+
+def assert_one_line(stderr: str, *facts: str) -> None:
+    """A one-line error that names each of `facts` (a key, a value, a file), however it is worded."""
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    for fact in facts:
+        assert fact in stderr, (fact, stderr)
+    assert "Traceback" not in stderr
+
+
+@pytest.fixture
+def main_cli(monkeypatch, capsys):
+    """The command line run in this process: for commands that end before any job trains (bad settings,
+    a dry run), where a subprocess would prove nothing more. Returns (exit status, stdout, stderr)."""
+    def run(args: list[str], cwd: Path) -> tuple[int, str, str]:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["vae_repro.run", *args])
+        status = 0
+        try:
+            run_module.main()
+        except SystemExit as e:
+            status = e.code
+        out, err = capsys.readouterr()
+        return status, out, err
+    return run

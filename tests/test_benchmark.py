@@ -7,6 +7,8 @@ import pytest
 import torch
 from conftest import REPO
 
+pytestmark = pytest.mark.slow
+
 
 def test_benchmark_prints_its_table(data_root):
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--data-root", str(data_root),
@@ -27,13 +29,13 @@ def test_benchmark_prints_its_table(data_root):
     assert table[1].split()[:8] == ["step", "products", "of", "bound", "of", "matmul", "ms", "outside"]
     for row, name in zip(table[2:5], ("MNIST, H=500, N_z=20", "Frey Face, H=200, N_z=5", "Figure 3, H=100, N_z=3")):
         assert row.startswith(name) and row.count("%") == 3
-
-
     share = result.stdout.split("A shared machine: one 3e+03-sample command")[1].splitlines()
     assert share[1].split() == ["threads", "alone", "busy", "kept"]
     for row, name in zip(share[2:5], ("0 (default: chosen as it trains)", "1 ",
                                       f"{len(os.sched_getaffinity(0))} (fixed)")):
         assert row.startswith(name) and row.endswith("%")
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_benchmark_without_cuda_says_so():
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark.py"), "--device", "cuda"],

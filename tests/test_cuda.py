@@ -12,7 +12,8 @@ from vae_repro.likelihoods import GaussianPixels
 from vae_repro.model import VAE
 from vae_repro.train import train
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")]
 CUDA = torch.device("cuda")
 
 

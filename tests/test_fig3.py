@@ -11,6 +11,8 @@ PLOT = [sys.executable, str(REPO / "scripts" / "plot_fig3.py")]
 sys.path.insert(0, str(REPO / "scripts"))
 import plot_fig3  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 # A cheap marginal estimate: 20 images per split, short chains.
 CHEAP_MARGINAL = ["eval.marginal_points=20", "eval.marginal_samples=10", "eval.marginal_burn_in=5"]
 

@@ -46,6 +46,7 @@ def test_bad_mat_files_are_named_with_what_is_wrong(contents, message, tmp_path)
     assert message in str(error.value)
 
 
+@pytest.mark.slow
 def test_cli_bad_or_missing_file_gives_one_line_and_writes_nothing(tmp_path):
     result = run_cli(["data=frey_face", "data.root=nowhere", "data.download=false", *QUICK], tmp_path)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
@@ -56,6 +57,7 @@ def test_cli_bad_or_missing_file_gives_one_line_and_writes_nothing(tmp_path):
     assert "Traceback" not in result.stderr and not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.slow
 def test_offline_download_names_the_file_and_the_url(tmp_path):
     offline = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
     result = run_cli(["data=frey_face", "data.root=empty", *QUICK], tmp_path, **offline)
@@ -64,6 +66,7 @@ def test_offline_download_names_the_file_and_the_url(tmp_path):
     assert "https://cs.nyu.edu/~roweis/data/frey_rawface.mat" in result.stderr
 
 
+@pytest.mark.slow
 def test_cli_trains_the_gaussian_frey_model_for_two_latent_sizes(frey_root, tmp_path):
     result = run_cli(["-m", "data=frey_face", "latent_dim=2,5", f"data.root={frey_root}", *QUICK,
                       "hydra.sweep.dir=sweep"], tmp_path)
@@ -100,6 +103,7 @@ def test_wake_sleep_trains_the_gaussian_decoder(frey_root, tmp_path):
     assert summary["status"] == "completed" and float(rows[-1].split(",")[1]) > float(rows[1].split(",")[1])
 
 
+@pytest.mark.slow
 def test_run_fig2_draws_the_mnist_and_the_frey_face_rows_in_one_command(tmp_path):
     root = make_frey_root(make_mnist_root(tmp_path / "data"))
     result = subprocess.run(["bash", str(REPO / "scripts" / "run_fig2.sh"), "fig2", "algorithm=aevb", "latent_dim=2",
@@ -115,6 +119,7 @@ def test_run_fig2_draws_the_mnist_and_the_frey_face_rows_in_one_command(tmp_path
     assert (tmp_path / "fig2" / "fig2.png").exists()
 
 
+@pytest.mark.slow
 def test_gaussian_decoder_on_constant_pixels_diverges_with_a_remedy_and_the_floor_holds(tmp_path):
     rng = np.random.default_rng(0)
     images = np.zeros((300, 784), np.uint8)  # borders always 0, as MNIST's

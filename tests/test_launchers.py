@@ -11,6 +11,8 @@ from conftest import QUICK, run_cli
 
 from vae_repro.run import available_cores
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 

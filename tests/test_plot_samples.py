@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import REPO
 from PIL import Image
@@ -27,6 +28,7 @@ def plot(*args):
     return subprocess.run([*SCRIPT, *map(str, args)], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_both_pictures_of_an_n_z_2_run(data_root, tmp_path):
     run = finished_run(tmp_path, data_root, latent_dim=2)
     result = plot(run, "--grid", 4)
@@ -57,6 +59,7 @@ def test_manifold_codes_cover_the_gaussian_quantiles():
     assert (codes[:4, 1] > 0).all() and (codes[-4:, 1] < 0).all()  # z_2 grows upwards
 
 
+@pytest.mark.slow
 def test_errors_are_one_line(data_root, tmp_path):
     run = finished_run(tmp_path, data_root, latent_dim=5)
     result = plot(run, "--manifold")

@@ -12,6 +12,8 @@ from conftest import rows_without_wall_time, run_cli
 
 from vae_repro.checkpoint import StopSignals
 
+pytestmark = pytest.mark.slow
+
 # Long enough to be killed in the middle: 1000 steps, a checkpoint every 100.
 LONG = ["train.max_samples=1e5", "train.eval_start=1000", "train.eval_points_per_decade=4",
         "train.checkpoint_every=1e4", "train.progress=false", "device=cpu"]

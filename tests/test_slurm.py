@@ -17,6 +17,8 @@ import pytest
 import torch
 from conftest import QUICK, rows_without_wall_time, run_cli
 
+pytestmark = pytest.mark.slow
+
 
 def cluster_problem() -> str | None:
     if shutil.which("sbatch") is None:

@@ -1,8 +1,8 @@
-import csv
 import json
 
 import pytest
 import torch
+from conftest import metrics_rows, rows_without_wall_time
 
 from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
 from vae_repro.data import load_dataset, select_train, to_unit_interval
@@ -10,7 +10,7 @@ from vae_repro.adagrad import Adagrad
 from vae_repro.checkpoint import build_model, load_run
 from vae_repro.metrics import METRIC_COLUMNS, metric_columns
 from vae_repro.model import VAE
-from vae_repro.train import Diverged, train
+from vae_repro.train import Diverged, Job, train
 
 
 def quick_config(data_root, **train_settings) -> Config:
@@ -20,14 +20,9 @@ def quick_config(data_root, **train_settings) -> Config:
                   train=TrainConfig(**settings))
 
 
-def read_rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
 def test_a_few_hundred_steps_raise_the_elbo(data_root, tmp_path):
     summary = train(quick_config(data_root), tmp_path)  # 300 steps of 100 on 300 synthetic digits
-    rows = read_rows(tmp_path / "metrics.csv")
+    rows = metrics_rows(tmp_path)
     assert list(rows[0]) == METRIC_COLUMNS
     samples = [int(r["samples"]) for r in rows]
     assert samples == sorted(set(samples)) and samples[0] == 1000 and samples[-1] == 30_000
@@ -60,7 +55,7 @@ def test_same_seed_same_curve_and_other_seed_other_curve(data_root, tmp_path):
         cfg = quick_config(data_root, max_samples=3000)
         cfg.seed = seed
         train(cfg, tmp_path / name)
-        runs[name] = [(r["samples"], r["train_elbo"], r["test_elbo"]) for r in read_rows(tmp_path / name / "metrics.csv")]
+        runs[name] = [(r["samples"], r["train_elbo"], r["test_elbo"]) for r in metrics_rows(tmp_path / name)]
     assert runs["a"] == runs["b"]
     assert runs["a"] != runs["c"]
 
@@ -70,7 +65,7 @@ def test_binarized_data_trains(data_root, tmp_path, binarize):
     cfg = quick_config(data_root, max_samples=3000)
     cfg.data.binarize = binarize
     assert train(cfg, tmp_path)["status"] == "completed"
-    rows = read_rows(tmp_path / "metrics.csv")
+    rows = metrics_rows(tmp_path)
     assert float(rows[-1]["test_elbo"]) > float(rows[0]["test_elbo"])
 
 
@@ -88,7 +83,7 @@ def test_wake_sleep_raises_the_elbo_and_says_so_in_its_summary(data_root, tmp_pa
     cfg = quick_config(data_root)
     cfg.algorithm.name = "wake_sleep"
     summary = train(cfg, tmp_path)
-    rows = read_rows(tmp_path / "metrics.csv")
+    rows = metrics_rows(tmp_path)
     assert list(rows[0]) == METRIC_COLUMNS
     assert float(rows[-1]["train_elbo"]) > float(rows[0]["train_elbo"]) + 20
     assert float(rows[-1]["test_elbo"]) > float(rows[0]["test_elbo"]) + 20
@@ -97,12 +92,13 @@ def test_wake_sleep_raises_the_elbo_and_says_so_in_its_summary(data_root, tmp_pa
     assert str(loaded_cfg.algorithm.name) == "wake_sleep"
 
 
+@pytest.mark.slow
 def test_mcem_raises_the_marginal_likelihood_and_logs_no_elbo(data_root, tmp_path):
     cfg = quick_config(data_root)
     cfg.algorithm.name = "mcem"
     cfg.eval = EvalConfig(marginal="hmc", marginal_points=50, marginal_burn_in=50, marginal_samples=20)
     summary = train(cfg, tmp_path)
-    rows = read_rows(tmp_path / "metrics.csv")
+    rows = metrics_rows(tmp_path)
     assert list(rows[0]) == metric_columns(marginal=True)
     assert all(r[c] == "" for r in rows for c in ("train_elbo", "test_elbo", "train_kl"))
     for split in ("train", "test"):
@@ -126,7 +122,7 @@ def test_algorithms_differ_from_the_same_start(data_root, tmp_path):
         cfg = quick_config(data_root, max_samples=3000)
         cfg.algorithm.name = name
         train(cfg, tmp_path / name)
-        curves[name] = [r["train_elbo"] for r in read_rows(tmp_path / name / "metrics.csv")]
+        curves[name] = [r["train_elbo"] for r in metrics_rows(tmp_path / name)]
     assert len(curves["aevb"]) == len(curves["wake_sleep"]) and curves["aevb"] != curves["wake_sleep"]
 
 
@@ -171,13 +167,77 @@ def test_adagrad_is_torch_adagrad_to_the_bit():
     assert all(torch.equal(a, b) for a, b in zip(again.sums, adagrad.sums))
 
 
+@pytest.mark.slow
 def test_compiled_passes_train_the_same_model_to_rounding(data_root, tmp_path):
     eager, compiled = quick_config(data_root, max_samples=2000), quick_config(data_root, max_samples=2000)
     eager.model.hidden_size = compiled.model.hidden_size = 50
     compiled.train.compile = True
     for cfg, name in ((eager, "eager"), (compiled, "compiled")):
         train(cfg, tmp_path / name)
-    rows = {name: read_rows(tmp_path / name / "metrics.csv") for name in ("eager", "compiled")}
+    rows = {name: metrics_rows(tmp_path / name) for name in ("eager", "compiled")}
     assert len(rows["eager"]) == len(rows["compiled"])
     for a, b in zip(rows["eager"], rows["compiled"]):
         assert float(b["test_elbo"]) == pytest.approx(float(a["test_elbo"]), abs=0.01)
+
+
+def weights(job_dir):
+    return torch.load(job_dir / "model.pt", weights_only=True)["state_dict"]
+
+
+def test_a_run_that_died_resumes_to_the_bit(data_root, tmp_path, monkeypatch):
+    """A job that dies between checkpoints (an error here, as a SIGKILL would) and is run again ends with
+    the rows and weights of a job that never stopped."""
+    cfg = quick_config(data_root, max_samples=3000, eval_start=500, checkpoint_every=1000)
+    train(cfg, tmp_path / "whole")
+    train_steps = Job.train_steps
+
+    def dies_at_1600_samples(job, n, stop):  # after the evaluation there, between two checkpoints
+        if job.state["samples"] >= 1600:
+            raise RuntimeError("killed")
+        return train_steps(job, n, stop)
+    monkeypatch.setattr(Job, "train_steps", dies_at_1600_samples)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, tmp_path / "halves")
+    monkeypatch.undo()
+    assert train(cfg, tmp_path / "halves")["status"] == "completed"
+    assert rows_without_wall_time(tmp_path / "halves") == rows_without_wall_time(tmp_path / "whole")
+    assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "halves").values(),
+                                                 weights(tmp_path / "whole").values()))
+
+
+def test_a_completed_run_run_again_says_so_and_trains_nothing(data_root, tmp_path):
+    cfg = quick_config(data_root, max_samples=2000)
+    train(cfg, tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in ("metrics.csv", "model.pt", "checkpoint.pt")}
+    summary = train(cfg, tmp_path)
+    assert summary["status"] == "completed" and summary["samples"] == 2000
+    assert "already complete at 2000 samples" in summary["message"] and "trained nothing" in summary["message"]
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+
+
+def test_a_step_size_that_wrecks_the_run_without_a_nan_is_flagged(data_root, tmp_path):
+    """At optimizer.lr=0.1 Adagrad's first full-size steps blow up the encoder's variances: the ELBO falls
+    far below an untrained model's (about -543 here, every pixel at p = 0.5), yet stays finite."""
+    wrecked = quick_config(data_root, max_samples=2000, eval_start=500)
+    wrecked.optimizer.lr = 0.1
+    summary = train(wrecked, tmp_path / "wrecked")
+    assert summary["status"] == "completed"
+    assert "optimizer.lr=0.1" in summary["warning"] and "untrained model's (-543." in summary["warning"]
+    assert json.loads((tmp_path / "wrecked" / "summary.json").read_text())["warning"] == summary["warning"]
+    assert "warning" not in train(quick_config(data_root, max_samples=2000, eval_start=500), tmp_path / "fine")
+
+
+def test_results_do_not_depend_on_the_thread_count(data_root, tmp_path):
+    """MKL's strict reproducible mode (vae_repro/__init__.py) gives the same products on any thread count,
+    so a job's threads may follow the machine's load."""
+    most = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            cfg = quick_config(data_root, max_samples=2000)
+            cfg.threads = threads  # fixed: the job keeps the count set here
+            train(cfg, tmp_path / str(threads))
+    finally:
+        torch.set_num_threads(most)
+    assert rows_without_wall_time(tmp_path / "1") == rows_without_wall_time(tmp_path / "2")
+    assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "1").values(), weights(tmp_path / "2").values()))
