@@ -214,7 +214,8 @@ def _job_outcome(job_dir: Path) -> tuple[str, str, str]:
         if (pid := holder(job_dir)) is not None:
             return status, f"still training in another process (pid {pid})", warning
         return "died", (f"ended without a word at or after {summary.get('samples', 0)} samples (killed, out of "
-                        f"memory?); its log is in that dir, and the same command resumes it from its checkpoint"), warning
+                        "memory?); its log is in that dir, and the same command resumes it from its checkpoint"), \
+            warning
     return status, message, warning
 
 
