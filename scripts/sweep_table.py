@@ -6,7 +6,8 @@ One row per job below the given dirs (every dir holding a metrics.csv or summary
 the config values in which the jobs differ, one column per key (seed among them, but not where,
 how fast or how long a job ran: data.root, device, train.max_samples, ...); and from its
 summary.json its status (completed, running, interrupted, diverged, failed, or "not started"
-without one), its final train and test ELBO, its samples and samples per second. Printed on the
+without one), its final train and test ELBO, its samples and samples per second, and, where a
+job was flagged, its warning. Printed on the
 terminal, and with --csv written as a CSV file too. Works on sweeps still running.
 """
 import argparse
@@ -38,15 +39,16 @@ def job_row(job: Path) -> dict:
     config_path = job / ".hydra" / "config.yaml"
     config = flat(OmegaConf.to_container(OmegaConf.load(config_path))) if config_path.exists() else {}
     summary = read_summary(job) or {"status": "not started"}
-    return {"job": str(job), **config, **{key: summary.get(key) for key in SUMMARY_COLUMNS}}
+    return {"job": str(job), **config, **{key: summary.get(key) for key in [*SUMMARY_COLUMNS, "warning"]}}
 
 
 def table(dirs: list[Path]) -> pd.DataFrame:
-    """One row per job below `dirs`: job, the swept keys, then SUMMARY_COLUMNS."""
+    """One row per job below `dirs`: job, the swept keys, SUMMARY_COLUMNS, and a warning where one was flagged."""
     rows = pd.DataFrame([job_row(job) for d in dirs for job in job_dirs(d)])
-    ignored = {"job", *SUMMARY_COLUMNS, *(NOT_A_SETTING - {"seed"})}
+    ignored = {"job", "warning", *SUMMARY_COLUMNS, *(NOT_A_SETTING - {"seed"})}
     swept = [c for c in rows.columns if c not in ignored and rows[c].nunique(dropna=False) > 1]
-    rows = rows[["job", *swept, *SUMMARY_COLUMNS]]
+    flagged = ["warning"] if "warning" in rows and rows["warning"].notna().any() else []  # a wrecked run
+    rows = rows[["job", *swept, *SUMMARY_COLUMNS, *flagged]]
     return rows.astype({"samples": "Int64", "train_elbo": float, "test_elbo": float, "samples_per_s": float})
 
 

@@ -202,6 +202,15 @@ def test_sweep_table_has_a_row_per_job_and_the_swept_keys(sweep, tmp_path, capsy
     assert printed[1].split()[3:] == ["completed", "-340.00", "-342.00", "3000", "300.00"]
 
 
+def test_sweep_table_shows_a_flagged_jobs_warning(sweep, capsys):
+    wrecked = summary("completed", -4e6) | {"warning": "the ELBO (-6.9e+06 at 10000 samples) is far below ..."}
+    make_job(sweep / "3", config={"latent_dim": 2, "seed": 2}, summary=wrecked)
+    table = sweep_table.table([sweep])
+    assert list(table.columns)[-1] == "warning"
+    flagged = table.set_index("job")["warning"].notna()
+    assert flagged[str(sweep / "3")] and flagged.sum() == 1
+
+
 def test_sweep_table_of_a_dir_without_jobs_is_one_line(tmp_path, capsys):
     assert sweep_table.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path}: no metrics.csv or summary.json below this dir\n"

@@ -221,7 +221,7 @@ class Job:
         if state["samples"] >= schedule[-1]:
             message = (f"already complete at {state['samples']} samples; trained nothing (a larger train.max_samples "
                        "extends it)")
-            log.info("%s: %s", self.out, message)
+            log.debug("%s: %s", self.out, message)  # the command's report tells it
             return self.summary("completed", message)
         next_eval = next((i for i, s in enumerate(schedule) if s > state["samples"]), len(schedule))
         ckpt_every = int(self.cfg.train.checkpoint_every)
