@@ -177,6 +177,8 @@ BAD_INPUTS = [
     (["latent_dim=0"], ("latent_dim=0", ">= 1")),
     (["latent_dim=-3"], ("latent_dim=-3", ">= 1")),
     (["latent_dim=abc"], ("latent_dim", "'abc'", "Integer")),
+    (["latnt_dim=3"], ("latnt_dim", "did you mean latent_dim?", "--help")),
+    (["optimizer.lrr=0.1"], ("optimizer.lrr", "did you mean optimizer.lr?")),
     (["optimizer.lr=0"], ("optimizer.lr=0.0", "> 0")),
     (["optimizer.lr=-0.01"], ("optimizer.lr=-0.01", "> 0")),
     (["train.batch_size=0"], ("train.batch_size=0", ">= 1")),

@@ -136,6 +136,17 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+def flat(config, prefix: str = "") -> dict[str, str]:
+    """A config (as a dict) as {dotted key: value as text}."""
+    values = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            values.update(flat(value, f"{prefix}{key}."))
+        else:
+            values[f"{prefix}{key}"] = str(value)
+    return values
+
+
 MARGINAL_SAMPLES = {"hmc": 50, "is": 1000}  # eval.marginal_samples when it is null
 
 

@@ -16,6 +16,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 from omegaconf import OmegaConf
 
+from vae_repro.config import flat
+
 COLOURS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue"}
 # Config keys that do not make two runs different settings: seeds are what the band is drawn
 # over, and the others say where, how fast or how long a run ran, not what it trained.
@@ -47,17 +49,6 @@ def _n_train(job_dir: Path, config) -> str:
     if size is None and (job_dir / "summary.json").exists():
         size = json.loads((job_dir / "summary.json").read_text()).get("n_train")
     return "all" if size is None else str(size)
-
-
-def flat(config, prefix: str = "") -> dict[str, str]:
-    """A config (as a dict) as {dotted key: value as text}."""
-    values = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            values.update(flat(value, f"{prefix}{key}."))
-        else:
-            values[f"{prefix}{key}"] = str(value)
-    return values
 
 
 def _metrics_paths(d: Path) -> list[Path]:

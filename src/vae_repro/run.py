@@ -9,6 +9,7 @@ other jobs go on. The command ends by listing the jobs that did not complete (ex
 and saying where the output is.
 """
 import contextlib
+import difflib
 import logging
 import os
 import shlex
@@ -29,10 +30,10 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
 from vae_repro.checkpoint import CheckpointError, Terminated, config_dict, load_checkpoint, raise_terminated
-from vae_repro.config import Config, ConfigError, check_config
+from vae_repro.config import Config, ConfigError, check_config, flat
 from vae_repro.data import DataError, load_dataset, select_train
 from vae_repro.machine import check_compile, resolve_device
 from vae_repro.metrics import read_summary
@@ -70,9 +71,16 @@ def jobs_at_once(launcher: DictConfig, n_jobs: int) -> int:
 
 def _one_line(e: Exception) -> str:
     cause = e.__cause__
+    if isinstance(cause, ConfigAttributeError) and cause.full_key:  # a key the schema does not have
+        return f"{cause.full_key}: no such key{_did_you_mean(cause.full_key)}; --help lists the keys"
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         return f"{cause.full_key}: {cause.msg.splitlines()[0]}"
     return " ".join(str(e).split("Config search path")[0].split())
+
+
+def _did_you_mean(key: str) -> str:
+    close = difflib.get_close_matches(key, flat(OmegaConf.to_container(OmegaConf.structured(Config))), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _sweep_jobs(overrides: list[str]) -> tuple[list[list[str]], DictConfig]:
