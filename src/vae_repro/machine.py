@@ -64,7 +64,7 @@ class ThreadCount:
     def __init__(self, most: int, choose: bool):
         self.counts = (most, 1) if choose and most > 1 else (most,)
         self.current, self.trying = most, None
-        self.step_s: dict[int, float] = {}  # the latest seconds per step of the current count
+        self.step_s: float | None = None  # the latest seconds per step of the current count
         self.between_trials_s, self.next_trial = self.FIRST_BETWEEN_TRIALS_S, 0.0
         self.trial_steps = self.trial_target = 0
         self.trial_s = 0.0
@@ -73,30 +73,29 @@ class ThreadCount:
         """How many of the `wanted` steps to run before the next `timed`, on the count this sets."""
         if len(self.counts) == 1:
             return wanted
-        known = self.step_s.get(self.current)
-        if known is None:
+        if self.step_s is None:
             return min(wanted, self.TRIAL_STEPS)
         if self.trying is None and time.perf_counter() >= self.next_trial:
             self.trying = self.counts[self.counts.index(self.current) - 1]
             self.trial_steps, self.trial_s = 0, 0.0
-            self.trial_target = max(self.TRIAL_STEPS, int(self.TRIAL_S / known))
+            self.trial_target = max(self.TRIAL_STEPS, int(self.TRIAL_S / self.step_s))
             torch.set_num_threads(self.trying)
-        return 1 if self.trying is not None else min(wanted, max(1, int(self.BLOCK_S / known)))
+        return 1 if self.trying is not None else min(wanted, max(1, int(self.BLOCK_S / self.step_s)))
 
     def timed(self, steps: int, seconds: float) -> None:
         """The last `steps` took `seconds`; during a trial, keep the faster count once it is clear."""
         if len(self.counts) == 1 or steps == 0:
             return
         if self.trying is None:
-            self.step_s[self.current] = seconds / steps
+            self.step_s = seconds / steps
             return
         self.trial_steps, self.trial_s = self.trial_steps + steps, self.trial_s + seconds
-        par = (1 - self.MARGIN) * self.step_s[self.current]  # the most a step of the trial may take to win
+        par = (1 - self.MARGIN) * self.step_s  # the most a step of the trial may take to win
         if self.trial_s > par * self.trial_target:  # lost, however its other steps go
             self.between_trials_s = min(2 * self.between_trials_s, self.MOST_BETWEEN_TRIALS_S)
         elif self.trial_steps >= self.trial_target:  # won
             self.current, self.between_trials_s = self.trying, self.FIRST_BETWEEN_TRIALS_S
-            self.step_s[self.current] = self.trial_s / self.trial_steps
+            self.step_s = self.trial_s / self.trial_steps
         else:
             return
         self.trying = None
