@@ -109,14 +109,14 @@ class Project:
     """This project's job, driven step by step: its batches, its step function, its evaluation."""
 
     def __init__(self, cfg: Config, train_x, test_x):
-        self.job = Job(cfg, Path(tempfile.mkdtemp()), data=(train_x, test_x))
+        self.job = Job([cfg], [Path(tempfile.mkdtemp())], data=(train_x, test_x))
 
     def train(self, samples):
         self.job.train_steps(samples // BATCH, StopSignals())  # the runner's own loop, with no signal handlers set
         sync(self.job.device)
 
     def evaluate(self):
-        return [evaluate(self.job.model, x, 1, seed=1, binarize_dynamic=False)[0]
+        return [evaluate(self.job.model, x, 1, seeds=[1], binarize_dynamic=False)[0][0]
                 for x in (self.job.train_x, self.job.test_x)]
 
 
@@ -126,16 +126,17 @@ def products_only(model, device):
     but the first layer (whose input is the data). On a CUDA device they are replayed as one
     CUDA graph, as the step is: launched one by one, they would time the launches."""
     layers = [model.enc_hidden, model.enc_out, model.dec_hidden, model.dec_out]
-    inputs = [torch.rand(BATCH, layer.in_features, device=device) for layer in layers]
-    output_grads = [torch.rand(BATCH, layer.out_features, device=device) for layer in layers]
+    stack = len(model.latent_dims)
+    inputs = [torch.rand(stack, BATCH, layer.weight.shape[2], device=device) for layer in layers]
+    output_grads = [torch.rand(stack, BATCH, layer.weight.shape[1], device=device) for layer in layers]
 
     @torch.no_grad()
     def products():
         for i, (layer, layer_input, d_output) in enumerate(zip(layers, inputs, output_grads)):
-            torch.addmm(layer.bias, layer_input, layer.weight.t())
-            d_output.t().mm(layer_input)
+            torch.baddbmm(layer.bias.unsqueeze(1), layer_input, layer.weight.mT)
+            d_output.mT.bmm(layer_input)
             if i > 0:
-                d_output.mm(layer.weight)
+                d_output.bmm(layer.weight)
     if device.type == "cuda":
         products()
         graph = torch.cuda.CUDAGraph()
@@ -152,7 +153,7 @@ def products_only(model, device):
 
 def flops_per_sample(model) -> int:
     """Three products per layer (forward, weight and input gradient), as the utilization figures count them."""
-    return 3 * 2 * sum(layer.in_features * layer.out_features
+    return 3 * 2 * sum(layer.weight.shape[1] * layer.weight.shape[2]
                        for layer in (model.enc_hidden, model.enc_out, model.dec_hidden, model.dec_out))
 
 
@@ -179,7 +180,7 @@ def job_samples_per_s(cfg: Config, train_x, test_x, device) -> tuple[float, floa
     steps, every PROBE_EVERY_S seconds; the probes' time is taken out of the job's."""
     rates, probe_s = [matmul_gflops(device, seconds=PROBE_S)], 0.0
     with tempfile.TemporaryDirectory() as out:
-        job = Job(cfg, Path(out), data=(train_x, test_x))
+        job = Job([cfg], [Path(out)], data=(train_x, test_x))
         train_steps, last_probe = job.train_steps, time.perf_counter()
 
         def train_steps_and_probe(n, stop):
@@ -192,7 +193,7 @@ def job_samples_per_s(cfg: Config, train_x, test_x, device) -> tuple[float, floa
                 probe_s += last_probe - start
             return done
         job.train_steps = train_steps_and_probe
-        summary = job.run()
+        summary = job.run()[0]
     rates.append(matmul_gflops(device, seconds=PROBE_S))
     return summary["samples"] / (summary["wall_s"] - probe_s), sum(rates) / len(rates)
 
@@ -281,9 +282,9 @@ def fig3_costs(train_x, test_x, device, rounds):
     step_s = {name: BATCH * s for name, s in
               best_in_turns({name: p.train for name, p in projects.items()}, 30 * BATCH, rounds).items()}
     job = projects["aevb"].job
-    marginal_s = min(timed(evaluate_marginal, job.marginal, job.model, job.test_x[:1000], 1, False)[0]
+    marginal_s = min(timed(evaluate_marginal, job.marginal, job.model, job.test_x[:1000], [1], False)[0]
                      for _ in range(2))
-    elbo_s = sum(timed(evaluate, job.model, x, 1, 1, False)[0] for x in (job.train_x, job.test_x))
+    elbo_s = sum(timed(evaluate, job.model, x, 1, [1], False)[0] for x in (job.train_x, job.test_x))
     return step_s, marginal_s, elbo_s
 
 

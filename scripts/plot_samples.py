@@ -47,7 +47,7 @@ def draw(run_dir: Path, manifold: bool, grid: int, seed: int) -> plt.Figure:
     z = manifold_codes(grid) if manifold else torch.randn(grid * grid, cfg.latent_dim,
                                                           generator=torch.Generator().manual_seed(seed))
     with torch.inference_mode():
-        means = model.decode_mean(z)
+        means = model.decode_mean(z[None])[0]  # the run's model is a stack of one
     dataset = str(cfg.data.name)
     picture = tile(means, grid, IMAGE_SHAPES[dataset])
     fig, ax = plt.subplots(figsize=(picture.shape[1] / 60 + 0.4, picture.shape[0] / 60 + 0.6))

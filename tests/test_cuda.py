@@ -10,7 +10,7 @@ from vae_repro.adagrad import Adagrad
 from vae_repro.config import AlgorithmConfig, Binarize, Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from vae_repro.likelihoods import GaussianPixels
 from vae_repro.model import VAE
-from vae_repro.train import train
+from vae_repro.train import train, train_stack
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")]
@@ -30,7 +30,7 @@ def test_hand_written_passes_on_cuda_equal_the_cpu_passes(likelihood):
     torch.manual_seed(0)
     cpu = VAE(784, 500, 20, init_std=0.05, likelihood=likelihood)
     gpu = copy.deepcopy(cpu).to(CUDA)
-    x, eps, z = torch.rand(100, 784), torch.randn(1, 100, 20), torch.randn(100, 20)
+    x, eps, z = torch.rand(1, 100, 784), torch.randn(1, 1, 100, 20), torch.randn(1, 100, 20)
     passes = {"negative_elbo_backward": lambda m, dev: m.negative_elbo_backward(x.to(dev), eps.to(dev)),
               "wake_backward": lambda m, dev: m.wake_backward(x.to(dev), eps.to(dev)),
               "sleep_backward": lambda m, dev: m.sleep_backward(x.to(dev), z.to(dev)),
@@ -55,10 +55,10 @@ def test_adagrad_on_cuda_updates_as_on_the_cpu():
     torch.manual_seed(0)
     cpu = VAE(50, 30, 4, init_std=0.1)
     gpu = copy.deepcopy(cpu).to(CUDA)
-    updates = [Adagrad(model, lr=0.05, weight_decay=0.01).updater(list(model.parameters())) for model in (cpu, gpu)]
-    x = torch.rand(20, 50)
+    updates = [Adagrad(model, lrs=[0.05], weight_decay=0.01).updater(list(model.parameters())) for model in (cpu, gpu)]
+    x = torch.rand(1, 20, 50)
     for _ in range(5):
-        eps = torch.randn(1, 20, 4)
+        eps = torch.randn(1, 1, 20, 4)
         for model, update, dev in zip((cpu, gpu), updates, ("cpu", CUDA)):
             model.negative_elbo_backward(x.to(dev), eps.to(dev))
             update()
@@ -111,6 +111,20 @@ def test_steps_replayed_in_a_cuda_graph_equal_eager_steps_to_the_bit(algorithm, 
     for i, state in eager["optimizer"]["state"].items():
         assert torch.equal(replayed["optimizer"]["state"][i]["sum"], state["sum"])
         assert torch.equal(replayed["optimizer"]["state"][i]["step"], state["step"])
+
+
+def test_a_stack_replayed_in_a_cuda_graph_equals_its_eager_steps_to_the_bit(data_root, tmp_path):
+    """Three models with their own generators, N_z padded and step sizes apart, in one graph."""
+    for graph in (True, False):
+        cfgs = []
+        for latent_dim, seed, lr in ((3, 0, 0.02), (5, 1, 0.05), (5, 2, 0.02)):
+            cfg = cuda_config(data_root, "wake_sleep", 3000)
+            cfg.latent_dim, cfg.seed, cfg.optimizer.lr, cfg.train.cuda_graph = latent_dim, seed, lr, graph
+            cfgs.append(cfg)
+        summaries = train_stack(cfgs, [tmp_path / f"{graph}{k}" for k in range(3)])
+        assert [s["status"] for s in summaries] == ["completed"] * 3
+    for k in range(3):
+        assert rows_without_wall_time(tmp_path / f"True{k}") == rows_without_wall_time(tmp_path / f"False{k}")
 
 
 def test_the_command_line_trains_on_cuda_like_on_the_cpu(data_root, tmp_path):

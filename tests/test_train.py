@@ -43,10 +43,11 @@ def test_load_run_gives_back_config_and_trained_model(data_root, tmp_path):
     loaded_cfg, model = load_run(tmp_path)
     assert loaded_cfg == cfg
     saved = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
-    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(saved[k], v) for k, v in model.own_state_dict(0).items())
+    assert saved["dec_hidden.weight"].shape == (500, cfg.latent_dim)  # a single model's file
     _, test_x = load_dataset("mnist", data_root, download=False)
-    log_px, kl = model(to_unit_interval(test_x[:5]), torch.zeros(1, 5, cfg.latent_dim))
-    assert log_px.shape == kl.shape == (5,)
+    log_px, kl = model(to_unit_interval(test_x[:5])[None], torch.zeros(1, 1, 5, cfg.latent_dim))
+    assert log_px.shape == kl.shape == (1, 5)
 
 
 def test_same_seed_same_curve_and_other_seed_other_curve(data_root, tmp_path):
@@ -130,15 +131,14 @@ def test_warmup_steps_only_fill_the_accumulator(data_root, tmp_path):
     cfg = quick_config(data_root, max_samples=500, eval_start=500)
     cfg.optimizer.warmup_steps = 5
     train(cfg, tmp_path / "warmup")
-    torch.manual_seed(cfg.seed)
-    initial = build_model(cfg, 784).state_dict()
+    initial = build_model([cfg], 784).own_state_dict(0)
     checkpoint = torch.load(tmp_path / "warmup" / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(checkpoint["model"][k], initial[k]) for k in initial)  # five steps of size 0
     assert all((state["sum"] > 0).any() for state in checkpoint["optimizer"]["state"].values())
     cfg.train.max_samples = 600  # one step more: the first real update
     train(cfg, tmp_path / "warmup")
     _, model = load_run(tmp_path / "warmup")
-    assert not torch.equal(model.enc_hidden.weight, initial["enc_hidden.weight"])
+    assert not torch.equal(model.enc_hidden.weight[0], initial["enc_hidden.weight"])
 
 
 def test_adagrad_is_torch_adagrad_to_the_bit():
@@ -148,22 +148,25 @@ def test_adagrad_is_torch_adagrad_to_the_bit():
     biases = [p for name, p in reference.named_parameters() if not name.endswith("weight")]
     torch_adagrad = torch.optim.Adagrad([{"params": reference.weights(), "weight_decay": 0.01},
                                          {"params": biases, "weight_decay": 0.0}], lr=0.1, fused=True)
-    adagrad = Adagrad(mine, lr=0.1, weight_decay=0.01)
+    adagrad = Adagrad(mine, lrs=[0.1], weight_decay=0.01)
     update_all, update_decoder = adagrad.updater(list(mine.parameters())), adagrad.updater(mine.decoder_parameters())
-    x = torch.rand(5, 30)
+    x = torch.rand(1, 5, 30)
     for i in range(4):
-        eps, z = torch.randn(1, 5, 3), torch.randn(5, 3)
+        eps, z = torch.randn(1, 1, 5, 3), torch.randn(1, 5, 3)
         reference.negative_elbo_backward(x, eps) if i % 2 else reference.decoder_backward(z, x)
         torch_adagrad.step()
         mine.negative_elbo_backward(x, eps) if i % 2 else mine.decoder_backward(z, x)
         update_all() if i % 2 else update_decoder()
     assert all(torch.equal(p, q) for p, q in zip(mine.parameters(), reference.parameters()))
-    ours, theirs = adagrad.state_dict(), torch_adagrad.state_dict()
+    ours, theirs = adagrad.own_state_dict(mine, 0), torch_adagrad.state_dict()
     assert [g["params"] for g in ours["param_groups"]] == [g["params"] for g in theirs["param_groups"]]
-    for i, state in theirs["state"].items():
-        assert torch.equal(ours["state"][i]["sum"], state["sum"]) and torch.equal(ours["state"][i]["step"], state["step"])
-    again = Adagrad(VAE(30, 8, 3), lr=0.1, weight_decay=0.01)
-    again.load_state_dict(theirs)  # a checkpoint written with torch.optim.Adagrad
+    for i, state in theirs["state"].items():  # a stack of one against a single model's state
+        assert torch.equal(ours["state"][i]["sum"], state["sum"][0])
+        assert torch.equal(ours["state"][i]["step"], state["step"])
+    again = Adagrad(VAE(30, 8, 3), lrs=[0.1], weight_decay=0.01)
+    model_alone = {"state": {i: {"step": state["step"], "sum": state["sum"][0]} for i, state in theirs["state"].items()},
+                   "param_groups": theirs["param_groups"]}
+    again.load_own_state_dict(mine, 0, model_alone)  # a checkpoint written with torch.optim.Adagrad
     assert all(torch.equal(a, b) for a, b in zip(again.sums, adagrad.sums))
 
 
@@ -192,7 +195,7 @@ def test_a_run_that_died_resumes_to_the_bit(data_root, tmp_path, monkeypatch):
     train_steps = Job.train_steps
 
     def dies_at_1600_samples(job, n, stop):  # after the evaluation there, between two checkpoints
-        if job.state["samples"] >= 1600:
+        if job.progress.samples >= 1600:
             raise RuntimeError("killed")
         return train_steps(job, n, stop)
     monkeypatch.setattr(Job, "train_steps", dies_at_1600_samples)

@@ -120,10 +120,10 @@ FAULTY_EVALUATION = """
 import sys
 from vae_repro import run, train
 
-def evaluate(self, metrics):
+def evaluate(self):
     if self.cfg.latent_dim == 3:
         raise ValueError("injected fault in the evaluation")
-    return evaluate_for_real(self, metrics)
+    return evaluate_for_real(self)
 
 evaluate_for_real, train.Job.evaluate = train.Job.evaluate, evaluate
 sys.argv = ["vae_repro.run", *sys.argv[1:]]

@@ -1,11 +1,11 @@
 """The training algorithms of Figures 2 and 3, each one step function chosen once per job.
 
-A step takes a minibatch x ([B, D], values in [0, 1]), the indices of its images in the
-training set, and the job's random generator, from which it draws all of its noise, and
-updates the model's parameters. Every algorithm trains the same VAE module (Monte Carlo EM leaves its
-encoder untouched), so evaluation, checkpoints and `load_run` treat them alike. A factory
+A step takes a minibatch per model of the stack x ([K, B, D], values in [0, 1]) and the
+indices of its images in the training set ([K, B]), draws its noise from the stack's Noise
+(each model from its own generator), and updates the models' parameters. Every algorithm
+trains the same VAE module (Monte Carlo EM leaves its encoder untouched), so evaluation, checkpoints and `load_run` treat them alike. A factory
 also returns the algorithm's own state beyond the model and optimizer (Monte Carlo EM's
-chains), a dict of tensors that the step updates in place and the checkpoint keeps.
+chains), a dict of [K, ...] tensors that the step updates in place and the checkpoints keep.
 """
 import math
 from typing import Callable
@@ -16,60 +16,58 @@ from vae_repro.adagrad import Adagrad
 from vae_repro.config import Config
 from vae_repro.hmc import adapt_log_step, hmc_move
 from vae_repro.model import VAE
+from vae_repro.noise import Noise
 
-Step = Callable[[torch.Tensor, torch.Tensor, torch.Generator], None]
+Step = Callable[[torch.Tensor, torch.Tensor], None]
 MCEM_INITIAL_STEP = 0.01  # HMC step size before tuning, as in the author's code
 
 
-def aevb_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, gen: torch.Generator) -> tuple[Step, dict]:
+def aevb_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
     """One Adagrad step on the negative ELBO averaged over the batch, with L = train.mc_samples."""
     update = optimizer.updater(list(model.parameters()))
 
-    def step(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
-        eps = torch.randn(cfg.train.mc_samples, len(x), model.latent_dim, generator=gen, device=x.device)
-        model.negative_elbo_backward(x, eps)
+    def step(x: torch.Tensor, idx: torch.Tensor) -> None:
+        model.negative_elbo_backward(x, noise.latent(cfg.train.mc_samples, x.shape[1]))
         update()
     return step, {}
 
 
-def wake_sleep_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int,
-                    gen: torch.Generator) -> tuple[Step, dict]:
+def wake_sleep_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
     """Wake: z ~ q(z|x), one step of p(x|z) on -log p(x|z). Sleep: z ~ N(0, I) and x ~ p(x|z) from
     the updated p, one step of q(z|x) on -log q(z|x). As `step_wakesleep` in dpkingma/anglepy."""
     update_decoder, update_encoder = optimizer.updater(model.decoder_parameters()), optimizer.updater(
         model.encoder_parameters())
 
-    def step(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
-        eps = torch.randn(cfg.train.mc_samples, len(x), model.latent_dim, generator=gen, device=x.device)
-        model.wake_backward(x, eps)
+    def step(x: torch.Tensor, idx: torch.Tensor) -> None:
+        model.wake_backward(x, noise.latent(cfg.train.mc_samples, x.shape[1]))
         update_decoder()
-        z = torch.randn(len(x), model.latent_dim, generator=gen, device=x.device)
-        model.sleep_backward(model.dream(z, gen), z)
+        z = noise.latent(x.shape[1])
+        model.sleep_backward(model.dream(z, noise), z)
         update_encoder()
     return step, {}
 
 
-def mcem_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, gen: torch.Generator) -> tuple[Step, dict]:
+def mcem_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
     """Monte Carlo EM (the paper's appendix E, `step_batch_mcem` in dpkingma/anglepy): every training
     image keeps its own z, a chain started from the prior. E-step: one HMC move of the batch's
-    chains on p(z|x) with one step size for all, tuned toward the target acceptance rate. M-step:
-    algorithm.m_steps Adagrad steps of p(x|z) on -log p(x|z) at those z."""
-    device = model.dec_out.weight.device
-    chains = {"z": torch.randn(n_train, model.latent_dim, generator=gen, device=device),
-              "log_step": torch.tensor(math.log(MCEM_INITIAL_STEP), device=device)}
+    chains on p(z|x) with one step size for all of a model's, tuned toward the target acceptance
+    rate. M-step: algorithm.m_steps Adagrad steps of p(x|z) on -log p(x|z) at those z."""
+    chains = {"z": noise.latent(n_train), "log_step": torch.full((len(model.latent_dims),), math.log(MCEM_INITIAL_STEP),
+                                                                 device=model.dec_out.weight.device)}
     algo = cfg.algorithm
     update_decoder = optimizer.updater(model.decoder_parameters())
 
-    def step(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
+    def step(x: torch.Tensor, idx: torch.Tensor) -> None:
         def log_density_and_grad(z):
             return model.log_joint_and_grad(z, x)
 
-        z = chains["z"][idx]
+        rows = idx.unsqueeze(-1).expand(-1, -1, model.latent_dim)
+        z = chains["z"].gather(1, rows)
         log_p, grad = log_density_and_grad(z)
-        z, _, _, accepted = hmc_move(log_density_and_grad, z, log_p, grad, chains["log_step"].exp(),
-                                     algo.hmc_leapfrog_steps, gen)
-        chains["z"][idx] = z
-        chains["log_step"].copy_(adapt_log_step(chains["log_step"], accepted.float().mean(), algo.hmc_target_accept))
+        z, _, _, accepted = hmc_move(log_density_and_grad, z, log_p, grad, chains["log_step"].exp().view(-1, 1, 1),
+                                     algo.hmc_leapfrog_steps, noise)
+        chains["z"].scatter_(1, rows, z)
+        chains["log_step"].copy_(adapt_log_step(chains["log_step"], accepted.float().mean(1), algo.hmc_target_accept))
         for _ in range(algo.m_steps):
             model.decoder_backward(z, x)
             update_decoder()
@@ -79,37 +77,38 @@ def mcem_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, gen: to
 STEPS = {"aevb": aevb_step, "wake_sleep": wake_sleep_step, "mcem": mcem_step}
 
 
-def replayed_in_cuda_graph(step: Step, optimizer: Adagrad) -> Step:
+def replayed_in_cuda_graph(step: Step, optimizer: Adagrad, noise: Noise) -> Step:
     """`step` on a CUDA device, captured once as a CUDA graph and replayed (train.cuda_graph). At
     batch 100 launching a kernel costs the host more than running it costs the GPU, and a step is
     some fifty kernels: a replay launches them all at once (on an H100, 3.3x the eager AEVB step of
-    the MNIST model, 4.1x Frey Face's; docs/performance.md). A replay draws the same noise from
-    `gen` as the eager step would, so the results are the same to the bit. The first call runs the
-    step eagerly (it allocates the .grad tensors that the graph then writes into) and captures it;
-    so does the first call after Adagrad's step size changes (the warm-up's end), which the graph
-    holds as a constant. The batch and its indices are copied into the graph's own inputs at every
+    the MNIST model, 4.1x Frey Face's; docs/performance.md). Every model's generator is registered
+    with the graph, so a replay draws the same noise as the eager step would, and the results are
+    the same to the bit. The first call runs the step eagerly (it allocates the .grad tensors that
+    the graph then writes into) and captures it; so does the first call after Adagrad's step sizes
+    change (the warm-up's end) or a model leaves the stack, which the graph holds as constants. The batch and its indices are copied into the graph's own inputs at every
     call."""
-    graph, graph_lr, graph_x, graph_idx, counts_per_step = None, None, None, None, []
+    graph, graph_key, graph_x, graph_idx, counts_per_step = None, None, None, None, []
 
-    def capture(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
-        nonlocal graph, graph_lr, graph_x, graph_idx, counts_per_step
+    def capture(x: torch.Tensor, idx: torch.Tensor) -> None:
+        nonlocal graph, graph_key, graph_x, graph_idx, counts_per_step
         side = torch.cuda.Stream()  # the eager run on a side stream, as torch.cuda.graph's documentation asks
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            step(x, idx, gen)
+            step(x, idx)
         torch.cuda.current_stream().wait_stream(side)
-        graph_x, graph_idx, graph_lr, before = x.clone(), idx.clone(), optimizer.lr, list(optimizer.counts)
+        graph_x, graph_idx, graph_key, before = x.clone(), idx.clone(), tuple(optimizer.lrs), list(optimizer.counts)
         graph = torch.cuda.CUDAGraph()
-        graph.register_generator_state(gen)
+        for gen in noise.gens:
+            graph.register_generator_state(gen)
         with torch.cuda.graph(graph):  # records the kernels without running them
-            step(graph_x, graph_idx, gen)
+            step(graph_x, graph_idx)
         # The update counts are plain numbers, which a replay does not touch: it adds them itself.
         counts_per_step = [after - count for after, count in zip(optimizer.counts, before)]
         optimizer.counts[:] = before
 
-    def replay(x: torch.Tensor, idx: torch.Tensor, gen: torch.Generator) -> None:
-        if graph is None or optimizer.lr != graph_lr:
-            capture(x, idx, gen)
+    def replay(x: torch.Tensor, idx: torch.Tensor) -> None:
+        if graph is None or tuple(optimizer.lrs) != graph_key or x.shape != graph_x.shape:
+            capture(x, idx)
             return
         graph_x.copy_(x)
         graph_idx.copy_(idx)

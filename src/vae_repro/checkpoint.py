@@ -184,25 +184,30 @@ class StopSignals:
             signal.raise_signal(self.received)
 
 
-def build_model(cfg: Config, input_dim: int) -> VAE:
+def build_model(cfgs: list[Config], input_dim: int) -> VAE:
+    """The stack of the models of `cfgs` (which differ at most in seed, latent_dim and step size),
+    each initialised as it would be alone."""
+    cfg = cfgs[0]
     likelihood = (GaussianPixels(cfg.model.decoder_logvar_min) if str(cfg.model.likelihood) == "gaussian"
                   else BernoulliPixels())
-    return VAE(input_dim, cfg.model.hidden_size, cfg.latent_dim, str(cfg.model.activation), cfg.model.init_std,
-               likelihood)
+    return VAE(input_dim, cfg.model.hidden_size, [c.latent_dim for c in cfgs], str(cfg.model.activation),
+               cfg.model.init_std, likelihood, seeds=[c.seed for c in cfgs])
 
 
-def save_model(cfg: Config, model: VAE, input_dim: int, path: Path) -> None:
-    save_atomic({"config": config_dict(cfg), "input_dim": input_dim, "state_dict": model.state_dict()}, path)
+def save_model(settings: dict, model: VAE, k: int, input_dim: int, path: Path) -> None:
+    """Model k of the stack, as a single model's file."""
+    save_atomic({"config": settings, "input_dim": input_dim, "state_dict": model.own_state_dict(k)}, path)
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Config, VAE]:
-    """The config and trained model of a finished run, for a notebook or an evaluation script."""
+    """The config and trained model (a stack of one) of a finished run, for a notebook or an
+    evaluation script."""
     path = Path(run_dir) / "model.pt"
     saved = load_file(path, MODEL_KEYS)
     try:
         cfg = config_from_dict(saved["config"])
-        model = build_model(cfg, saved["input_dim"])
-        model.load_state_dict(saved["state_dict"])
+        model = build_model([cfg], saved["input_dim"])
+        model.load_own_state_dict(0, saved["state_dict"])
     except Exception as e:
         raise CheckpointError(f"{path}: damaged or not a file this project wrote ({str(e).splitlines()[0]})") from None
     return cfg, model.to(device).eval()

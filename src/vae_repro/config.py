@@ -4,8 +4,9 @@ Hydra registers `Config` as the schema of conf/config.yaml (see run.py), so a va
 wrong type on the command line fails before anything runs. `check_config` adds the range
 checks that types cannot express.
 """
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Optional
 
@@ -145,6 +146,15 @@ def flat(config, prefix: str = "") -> dict[str, str]:
         else:
             values[f"{prefix}{key}"] = str(value)
     return values
+
+
+# The keys whose values may differ between the models of one stack: they change no shape.
+STACKABLE = ("seed", "latent_dim", "optimizer.lr")
+
+
+def stack_key(cfg: "Config") -> str:
+    """What the models of one stack share: every value of the config but STACKABLE's."""
+    return json.dumps({k: v for k, v in flat(asdict(cfg)).items() if k not in STACKABLE}, sort_keys=True)
 
 
 MARGINAL_SAMPLES = {"hmc": 50, "is": 1000}  # eval.marginal_samples when it is null

@@ -3,12 +3,16 @@
 Each likelihood gives the log-density, the gradient of the negative log-density with respect
 to `out` (for the hand-written backward passes), both at once (for HMC), the mean (for
 pictures) and a sample (for wake-sleep's dreams). The model holds one, chosen when it is built.
-The gradients may be written over `out`, which their callers do not need after them.
+The gradients may be written over `out`, which their callers do not need after them. Tensors
+have a stack of models as their first dimension; sampling draws each model's noise from its own
+generator (noise.py).
 """
 import math
 
 import torch
 import torch.nn.functional as F
+
+from vae_repro.noise import Noise
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -36,10 +40,10 @@ class BernoulliPixels:
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(out)
 
-    def sample(self, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, out: torch.Tensor, noise: Noise) -> torch.Tensor:
         probs = torch.sigmoid(out)
         # u < p is a Bernoulli(p) draw; on a CPU it costs a quarter of torch.bernoulli.
-        return torch.rand(probs.shape, generator=generator, dtype=probs.dtype, device=probs.device).lt_(probs)
+        return noise.uniform(*probs.shape[1:], dtype=probs.dtype).lt_(probs)
 
 
 class GaussianPixels:
@@ -88,7 +92,6 @@ class GaussianPixels:
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return self._mean_logvar(out)[0]
 
-    def sample(self, out: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(self, out: torch.Tensor, noise: Noise) -> torch.Tensor:
         mean, logvar = self._mean_logvar(out)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-        return mean + torch.exp(0.5 * logvar) * noise
+        return mean + torch.exp(0.5 * logvar) * noise.normal(*mean.shape[1:], dtype=mean.dtype)

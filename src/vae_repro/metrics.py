@@ -9,6 +9,7 @@ import torch
 
 from vae_repro.data import to_unit_interval
 from vae_repro.model import VAE
+from vae_repro.noise import Noise
 
 METRIC_COLUMNS = ["samples", "train_elbo", "train_log_px", "train_kl",
                   "test_elbo", "test_log_px", "test_kl", "wall_s"]
@@ -32,31 +33,32 @@ def eval_schedule(start: int, per_decade: int, max_samples: int, batch_size: int
 
 
 @torch.inference_mode()
-def evaluate(model: VAE, x: torch.Tensor, mc_samples: int, seed: int, binarize_dynamic: bool) -> tuple[float, float, float]:
-    """Average ELBO, E[log p(x|z)] and KL over all of the uint8 images `x`, with q(z|x) as the
-    variational posterior whatever algorithm trained it, and a noise stream that is the same at
-    every call, so that successive points of a curve differ only by the training between them."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    totals = torch.zeros(2, dtype=torch.float64, device=x.device)
+def evaluate(model: VAE, x: torch.Tensor, mc_samples: int, seeds: list[int],
+             binarize_dynamic: bool) -> list[tuple[float, float, float]]:
+    """Per model of the stack, the average ELBO, E[log p(x|z)] and KL over all of the uint8 images `x`,
+    with q(z|x) as the variational posterior whatever algorithm trained it, and a noise stream from
+    its seed in `seeds` that is the same at every call, so that successive points of a curve differ
+    only by the training between them."""
+    noise = Noise.seeded(seeds, model.latent_dims, x.device, model.latent_dim)
+    totals = torch.zeros(len(seeds), 2, dtype=torch.float64, device=x.device)
     for chunk in x.split(EVAL_CHUNK):
-        chunk = to_unit_interval(chunk)
+        chunk = to_unit_interval(chunk).expand(len(seeds), -1, -1)
         if binarize_dynamic:
-            chunk = torch.bernoulli(chunk, generator=gen)
-        eps = torch.randn(mc_samples, len(chunk), model.latent_dim, generator=gen, device=x.device)
-        log_px, kl = model(chunk, eps)
-        totals += torch.stack([log_px.sum(), kl.sum()]).double()
-    log_px, kl = (totals / len(x)).tolist()
-    return log_px - kl, log_px, kl
+            chunk = noise.bernoulli(chunk)
+        log_px, kl = model(chunk, noise.latent(mc_samples, chunk.shape[1]))
+        totals += torch.stack([log_px.sum(1), kl.sum(1)], dim=1).double()
+    return [(log_px - kl, log_px, kl) for log_px, kl in (totals / len(x)).tolist()]
 
 
 @torch.inference_mode()
-def evaluate_marginal(estimator, model: VAE, x: torch.Tensor, seed: int, binarize_dynamic: bool) -> float:
-    """The average estimated log p(x) of the uint8 images `x`, with the same noise at every call."""
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    x = to_unit_interval(x)
+def evaluate_marginal(estimator, model: VAE, x: torch.Tensor, seeds: list[int], binarize_dynamic: bool) -> list[float]:
+    """Per model of the stack, the average estimated log p(x) of the uint8 images `x`, with the same
+    noise at every call."""
+    noise = Noise.seeded(seeds, model.latent_dims, x.device, model.latent_dim)
+    x = to_unit_interval(x).expand(len(seeds), -1, -1)
     if binarize_dynamic:
-        x = torch.bernoulli(x, generator=gen)
-    return estimator(model, x, gen=gen).double().mean().item()
+        x = noise.bernoulli(x)
+    return estimator(model, x, noise=noise).double().mean(1).tolist()
 
 
 class MetricsLog:

@@ -1,5 +1,6 @@
 """The paper's VAE: one hidden layer each way, Gaussian q(z|x), a per-pixel p(x|z) (Bernoulli
-or Gaussian, see likelihoods.py), and its ELBO.
+or Gaussian, see likelihoods.py), and its ELBO; as a stack of K such models of one shape,
+whose every product is one batched call for all K (a single model is the stack of one).
 
 Besides the autograd forward pass, the model has hand-written backward passes for the
 training steps (at batch 100 on a CPU, autograd's bookkeeping costs about a fifth of a
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vae_repro.likelihoods import LOG_2PI, BernoulliPixels, GaussianPixels
+from vae_repro.noise import Noise
 
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus, "relu": torch.relu}
 # The same, overwriting their input: for the hand-written passes, which keep no pre-activation.
@@ -26,31 +28,132 @@ ACTIVATION_GRADS = {"tanh": lambda y: torch.addcmul(y.new_ones(()), y, y, value=
                     "relu": lambda y: (y > 0).to(y.dtype)}
 
 
-def _set_grads(layer: nn.Linear, d_pre: torch.Tensor, layer_input: torch.Tensor) -> None:
-    """Gradients of a linear layer from the gradient of its output and its input, written into
-    the .grad tensors of the last step where they exist: a fresh large tensor each step costs
+def _set_grads(layer: "StackedLinear", d_pre: torch.Tensor, layer_input: torch.Tensor) -> None:
+    """Gradients of a stacked linear layer from the gradient of its output and its input, written
+    into the .grad tensors of the last step where they exist: a fresh large tensor each step costs
     page faults that show at this size."""
     if layer.weight.grad is None:
         layer.weight.grad, layer.bias.grad = torch.empty_like(layer.weight), torch.empty_like(layer.bias)
-    torch.mm(d_pre.t(), layer_input, out=layer.weight.grad)
-    torch.sum(d_pre, 0, out=layer.bias.grad)
+    torch.bmm(d_pre.mT, layer_input, out=layer.weight.grad)
+    torch.sum(d_pre, 1, out=layer.bias.grad)
+
+
+def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """z = mean + std * eps for the L slices of eps ([K, L, B, N_z]) as [K, L * B, N_z], and std."""
+    std = torch.exp(0.5 * logvar)
+    return torch.addcmul(mean.unsqueeze(1), std.unsqueeze(1), eps).flatten(1, 2), std
+
+
+class StackedLinear(nn.Module):
+    """K linear layers of one shape, one per model of a stack: weight [K, out, in], bias [K, out]."""
+
+    def __init__(self, stack: int, in_features: int, out_features: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(stack, out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(stack, out_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[K, B, in] -> [K, B, out]: one batched product for the whole stack."""
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.mT)
 
 
 class VAE(nn.Module):
-    def __init__(self, input_dim: int, hidden_size: int, latent_dim: int, activation: str = "tanh",
-                 init_std: float = 0.01, likelihood: BernoulliPixels | GaussianPixels | None = None):
+    """A stack of K of the paper's VAEs of one shape, trained side by side with batched products:
+    model k has latent_dims[k] units of z, padded with inert units (zero weights, zero noise,
+    no gradient) to the largest, `latent_dim`. A single model is the stack of one. Every pass
+    takes and returns tensors with the stack as their first dimension."""
+
+    def __init__(self, input_dim: int, hidden_size: int, latent_dims: int | list[int], activation: str = "tanh",
+                 init_std: float = 0.01, likelihood: BernoulliPixels | GaussianPixels | None = None,
+                 seeds: list[int] | None = None):
         super().__init__()
-        self.latent_dim = latent_dim
+        self.latent_dims = [latent_dims] if isinstance(latent_dims, int) else list(latent_dims)
+        self.latent_dim, stack = max(self.latent_dims), len(self.latent_dims)
         self.act, self.act_, self.act_grad = (ACTIVATIONS[activation], ACTIVATIONS_IN_PLACE[activation],
                                               ACTIVATION_GRADS[activation])
         self.likelihood = likelihood or BernoulliPixels()
-        self.enc_hidden = nn.Linear(input_dim, hidden_size)
-        self.enc_out = nn.Linear(hidden_size, 2 * latent_dim)  # mean and log variance of q(z|x)
-        self.dec_hidden = nn.Linear(latent_dim, hidden_size)
-        self.dec_out = nn.Linear(hidden_size, self.likelihood.outputs_per_pixel * input_dim)  # parameters of p(x|z)
-        for layer in (self.enc_hidden, self.enc_out, self.dec_hidden, self.dec_out):
-            nn.init.normal_(layer.weight, 0.0, init_std)
-            nn.init.zeros_(layer.bias)
+        self.enc_hidden = StackedLinear(stack, input_dim, hidden_size)
+        self.enc_out = StackedLinear(stack, hidden_size, 2 * self.latent_dim)  # mean and log variance of q(z|x)
+        self.dec_hidden = StackedLinear(stack, self.latent_dim, hidden_size)
+        self.dec_out = StackedLinear(stack, hidden_size, self.likelihood.outputs_per_pixel * input_dim)
+        self._set_padding()
+        names = [f"{layer}.weight" for layer in ("enc_hidden", "enc_out", "dec_hidden", "dec_out")]
+        for k in range(stack):
+            if seeds is not None:
+                torch.manual_seed(seeds[k])
+            # Model k's weights drawn as a model alone has always drawn them: nn.Linear's own initialisation
+            # first (which takes its share of the random stream), then N(0, init_std^2), so that a seed
+            # gives the same model as before stacks.
+            own = [nn.Linear(*reversed(self.own_shape(name, k))) for name in names]
+            for name, layer in zip(names, own):
+                nn.init.normal_(layer.weight, 0.0, init_std)
+                self.load_own_tensor(name, self.get_parameter(name), k, layer.weight.detach())
+
+    def _set_padding(self) -> None:
+        """The stack's masks of each model's own latent units, None where no model is padded."""
+        own = torch.arange(self.latent_dim) < torch.tensor(self.latent_dims).unsqueeze(-1)  # [K, N_z]
+        padded = bool(self.latent_dims) and min(self.latent_dims) < self.latent_dim
+        device = self.enc_out.weight.device
+        # Zero on the padding of the encoder's output: the sleep phase would train it.
+        self.own_outputs = own.repeat(1, 2).unsqueeze(1).to(device, torch.float32) if padded else None
+        self.own_units = torch.tensor(self.latent_dims, dtype=torch.float32, device=device)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(device) and .double() move the masks too
+        super()._apply(fn, *args, **kwargs)
+        self.own_units = fn(self.own_units)
+        self.own_outputs = fn(self.own_outputs) if self.own_outputs is not None else None
+        return self
+
+    def keep(self, models: list[int]) -> None:
+        """Keep these models of the stack only (the others have left it)."""
+        for p in self.parameters():
+            p.data, p.grad = p.data[models], None
+        self.latent_dims = [self.latent_dims[k] for k in models]
+        dtype = self.own_units.dtype
+        self._set_padding()
+        self.own_units = self.own_units.to(dtype)
+        self.own_outputs = self.own_outputs.to(dtype) if self.own_outputs is not None else None
+
+    # Each model's own tensors, of the shapes it would have alone: for files in a single model's format.
+
+    def _own_parts(self, name: str, k: int) -> list[tuple]:
+        """(index into model k's slice of the stacked tensor `name`, index into its own tensor) pairs."""
+        units, padded = self.latent_dims[k], self.latent_dim
+        if name.startswith("enc_out."):  # the means' rows, then the log variances'
+            return [(slice(0, units), slice(0, units)), (slice(padded, padded + units), slice(units, 2 * units))]
+        if name == "dec_hidden.weight":
+            return [((slice(None), slice(0, units)), ...)]
+        return [(..., ...)]
+
+    def own_shape(self, name: str, k: int) -> tuple[int, ...]:
+        shape, units = list(self.get_parameter(name).shape[1:]), self.latent_dims[k]
+        if name.startswith("enc_out."):
+            shape[0] = 2 * units
+        elif name == "dec_hidden.weight":
+            shape[1] = units
+        return tuple(shape)
+
+    def own_tensor(self, name: str, stacked: torch.Tensor, k: int) -> torch.Tensor:
+        """Model k's part of `stacked`: the parameter `name` or a tensor of its shape (Adagrad's sums)."""
+        return torch.cat([stacked[k][part] for part, _ in self._own_parts(name, k)]).detach().clone()
+
+    def load_own_tensor(self, name: str, stacked: torch.Tensor, k: int, value: torch.Tensor) -> None:
+        if tuple(value.shape) != self.own_shape(name, k):
+            raise ValueError(f"{name}: shape {tuple(value.shape)}, expected {self.own_shape(name, k)}")
+        with torch.no_grad():
+            for part, own in self._own_parts(name, k):
+                stacked[k][part] = value[own]
+
+    def own_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Model k's parameters as a single model's state_dict."""
+        return {name: self.own_tensor(name, p, k) for name, p in self.named_parameters()}
+
+    def load_own_state_dict(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        names = [name for name, _ in self.named_parameters()]
+        if set(state) != set(names):
+            raise ValueError(f"expected the keys {', '.join(names)}")
+        for name in names:
+            self.load_own_tensor(name, self.get_parameter(name), k, state[name])
 
     def weights(self) -> list[nn.Parameter]:
         """The weight matrices: the parameters under the N(0, I) prior (biases are not)."""
@@ -75,40 +178,42 @@ class VAE(nn.Module):
         return self.likelihood.mean(self.decode(z))
 
     def forward(self, x: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-datapoint E_q[log p(x|z)] and KL(q(z|x) || N(0, I)), in nats.
+        """Per-datapoint E_q[log p(x|z)] and KL(q(z|x) || N(0, I)), in nats, as [K, B].
 
-        x is [B, D]; eps is [L, B, latent_dim] standard normal noise, one slice per sample of z
-        (the SGVB estimator of the paper's eq. 10 with L = eps.shape[0]).
+        x is [K, B, D]; eps is [K, L, B, N_z] standard normal noise, one slice per sample of z
+        (the SGVB estimator of the paper's eq. 10 with L = eps.shape[1]).
         """
         mean, logvar = self.encode(x)
-        z = mean + torch.exp(0.5 * logvar) * eps  # reparameterization, broadcast over L
-        log_px = self.likelihood.log_prob(self.decode(z), x)
+        z, _ = reparameterize(mean, logvar, eps)
+        n_samples = eps.shape[1]
+        xs = x.repeat(1, n_samples, 1) if n_samples > 1 else x
+        log_px = self.likelihood.log_prob(self.decode(z), xs).unflatten(1, (n_samples, -1))
         kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1)
-        return log_px.mean(0), kl
+        return log_px.mean(1), kl
 
     # Hand-written passes. "pre" is a layer's output before its activation.
 
     def _encoder_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h_enc = self.act_(torch.addmm(self.enc_hidden.bias, x, self.enc_hidden.weight.t()))
-        mean, logvar = torch.addmm(self.enc_out.bias, h_enc, self.enc_out.weight.t()).chunk(2, dim=-1)
+        h_enc = self.act_(self.enc_hidden(x))
+        mean, logvar = self.enc_out(h_enc).chunk(2, dim=-1)
         return h_enc, mean, logvar
 
     def _encoder_backward(self, x: torch.Tensor, h_enc: torch.Tensor, d_enc_out: torch.Tensor) -> None:
         """d_enc_out: the gradient of the encoder's output, mean and log variance side by side."""
-        d_enc_hidden = d_enc_out.mm(self.enc_out.weight).mul_(self.act_grad(h_enc))
+        d_enc_hidden = d_enc_out.bmm(self.enc_out.weight).mul_(self.act_grad(h_enc))
         _set_grads(self.enc_out, d_enc_out, h_enc)
         _set_grads(self.enc_hidden, d_enc_hidden, x)
 
     def _decoder_forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h_dec = self.act_(torch.addmm(self.dec_hidden.bias, z, self.dec_hidden.weight.t()))
-        return h_dec, torch.addmm(self.dec_out.bias, h_dec, self.dec_out.weight.t())
+        h_dec = self.act_(self.dec_hidden(z))
+        return h_dec, self.dec_out(h_dec)
 
     def _decoder_backward(self, z: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
         """The gradient of scale * -sum log p(x|z) over the rows of z and x, written into the decoder's
         .grad; returns its gradient with respect to the decoder's hidden pre-activation."""
         h_dec, out = self._decoder_forward(z)
         d_out = self.likelihood.nll_grad(out, x, scale)
-        d_dec_hidden = d_out.mm(self.dec_out.weight).mul_(self.act_grad(h_dec))
+        d_dec_hidden = d_out.bmm(self.dec_out.weight).mul_(self.act_grad(h_dec))
         _set_grads(self.dec_out, d_out, h_dec)
         _set_grads(self.dec_hidden, d_dec_hidden, z)
         return d_dec_hidden
@@ -117,27 +222,26 @@ class VAE(nn.Module):
     def negative_elbo_backward(self, x: torch.Tensor, eps: torch.Tensor) -> None:
         """The gradient of AEVB's loss, the mean over the batch of KL - E_q[log p(x|z)] as `forward`
         computes it, in every parameter's .grad."""
-        n_samples, batch = eps.shape[0], x.shape[0]
+        stack, n_samples, batch = eps.shape[:3]
         h_enc, mean, logvar = self._encoder_forward(x)
-        std = torch.exp(0.5 * logvar)
-        z = torch.addcmul(mean, std, eps).view(n_samples * batch, -1)
-        xs = x.repeat(n_samples, 1) if n_samples > 1 else x
+        z, std = reparameterize(mean, logvar, eps)
+        xs = x.repeat(1, n_samples, 1) if n_samples > 1 else x
         d_dec_hidden = self._decoder_backward(z, xs, 1.0 / (n_samples * batch))
-        d_z = d_dec_hidden.mm(self.dec_hidden.weight).view(n_samples, batch, -1)
-        d_enc_out = torch.empty(batch, 2 * self.latent_dim, dtype=x.dtype, device=x.device)
+        d_z = d_dec_hidden.bmm(self.dec_hidden.weight).view(stack, n_samples, batch, -1)
+        d_enc_out = torch.empty(stack, batch, 2 * self.latent_dim, dtype=x.dtype, device=x.device)
         d_mean, d_logvar = d_enc_out.chunk(2, dim=-1)
-        torch.add(d_z.sum(0), mean, alpha=1.0 / batch, out=d_mean)
-        torch.add((d_z * eps).sum(0) * (0.5 * std), (std.square() - 1.0) * (0.5 / batch), out=d_logvar)
+        torch.add(d_z.sum(1), mean, alpha=1.0 / batch, out=d_mean)
+        torch.add((d_z * eps).sum(1) * (0.5 * std), (std.square() - 1.0) * (0.5 / batch), out=d_logvar)
         self._encoder_backward(x, h_enc, d_enc_out)
 
     @torch.no_grad()
     def wake_backward(self, x: torch.Tensor, eps: torch.Tensor) -> None:
         """The gradient of the wake phase's loss, -E_q[log p(x|z)] with z = mean + std * eps from
         q(z|x) taken as fixed, averaged over the batch, in the decoder's .grad only."""
-        n_samples, batch = eps.shape[0], x.shape[0]
+        n_samples = eps.shape[1]
         _, mean, logvar = self._encoder_forward(x)
-        z = torch.addcmul(mean, torch.exp(0.5 * logvar), eps).view(n_samples * batch, -1)  # as AEVB's step
-        self.decoder_backward(z, x.repeat(n_samples, 1) if n_samples > 1 else x)
+        z, _ = reparameterize(mean, logvar, eps)  # as AEVB's step
+        self.decoder_backward(z, x.repeat(1, n_samples, 1) if n_samples > 1 else x)
 
     @torch.no_grad()
     def decoder_backward(self, z: torch.Tensor, x: torch.Tensor) -> None:
@@ -145,38 +249,45 @@ class VAE(nn.Module):
         .grad only: the wake phase, and Monte Carlo EM's M-step."""
         for layer in (self.enc_hidden, self.enc_out):
             layer.weight.grad = layer.bias.grad = None
-        self._decoder_backward(z, x, 1.0 / len(x))
+        self._decoder_backward(z, x, 1.0 / x.shape[1])
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; 0, I) of each row of z ([K, B, N_z]), in each model's own units."""
+        return -0.5 * (z.square().sum(-1) + self.own_units.unsqueeze(-1) * LOG_2PI)
 
     @torch.no_grad()
     def log_joint(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) + log p(z) of each row."""
-        return self.likelihood.log_prob(self.decode(z), x) + standard_normal_log_prob(z)
+        return self.likelihood.log_prob(self.decode(z), x) + self.log_prior(z)
 
     @torch.no_grad()
     def log_joint_and_grad(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x|z) + log p(z) of each row and its gradient with respect to z: what HMC needs."""
         h_dec, out = self._decoder_forward(z)
         nll, d_out = self.likelihood.nll_backward(out, x, 1.0)
-        d_z = d_out.mm(self.dec_out.weight).mul_(self.act_grad(h_dec)).mm(self.dec_hidden.weight)
-        return standard_normal_log_prob(z) - nll, d_z.neg_().sub_(z)
+        d_z = d_out.bmm(self.dec_out.weight).mul_(self.act_grad(h_dec)).bmm(self.dec_hidden.weight)
+        return self.log_prior(z) - nll, d_z.neg_().sub_(z)
 
     @torch.no_grad()
-    def dream(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def dream(self, z: torch.Tensor, noise: Noise) -> torch.Tensor:
         """x ~ p(x|z): a sample, not the mean (Bernoulli draws, or Gaussian ones)."""
-        return self.likelihood.sample(self.decode(z), generator)
+        return self.likelihood.sample(self.decode(z), noise)
 
     @torch.no_grad()
     def sleep_backward(self, x: torch.Tensor, z: torch.Tensor) -> None:
         """The gradient of the sleep phase's loss, -log q(z|x) averaged over the batch of dreamt
         pairs (z, x), in the encoder's .grad only."""
-        batch = x.shape[0]
+        batch = x.shape[1]
         h_enc, mean, logvar = self._encoder_forward(x)
         inv_var = torch.exp(-logvar)
         diff = z - mean
         sq = diff.square() * inv_var
         for layer in (self.dec_hidden, self.dec_out):
             layer.weight.grad = layer.bias.grad = None
-        self._encoder_backward(x, h_enc, torch.cat([-diff * inv_var / batch, (1.0 - sq) * (0.5 / batch)], dim=-1))
+        d_enc_out = torch.cat([-diff * inv_var / batch, (1.0 - sq) * (0.5 / batch)], dim=-1)
+        if self.own_outputs is not None:
+            d_enc_out.mul_(self.own_outputs)
+        self._encoder_backward(x, h_enc, d_enc_out)
 
 
 # The passes a training step and an evaluation run, which `compile_passes` hands to torch.compile.
@@ -194,7 +305,3 @@ def compile_passes(model: VAE) -> None:
     for name in COMPILED_PASSES:
         setattr(model, name, torch.compile(getattr(model, name), dynamic=False))
 
-
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    """log N(z; 0, I) of each row."""
-    return -0.5 * (z.square().sum(-1) + z.shape[-1] * LOG_2PI)

@@ -1,7 +1,9 @@
-"""Training of one model: a job's model and step function, and the loop that drives them.
+"""Training of a stack of K >= 1 models side by side: its models and step function, and the loop
+that drives them. A single run is the stack of one.
 
-`train(cfg, out_dir)` is a plain function: Hydra's entry point (run.py) only builds its
-arguments. Everything a job writes lands in `out_dir`:
+`train(cfg, out_dir)` and `train_stack(cfgs, out_dirs)` are plain functions: Hydra's entry
+point and the stack launcher (run.py) only build their arguments. Each model of a stack stays
+a job of its own, and everything it writes lands in its own dir, as a single run's would:
   metrics.csv     one row per evaluation, flushed as it is written (metrics.py)
   checkpoint.pt   the full training state, replaced atomically; a re-run resumes from it (checkpoint.py)
   model.pt        final weights with the config that made them (see `checkpoint.load_run`)
@@ -12,6 +14,8 @@ import logging
 import random
 import signal
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +27,14 @@ from vae_repro.adagrad import Adagrad
 from vae_repro.algorithms import STEPS, replayed_in_cuda_graph
 from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, build_model, config_dict, load_checkpoint,
                                   rng_states, save_atomic, save_model, set_rng_states)
-from vae_repro.config import Config, ConfigError, check_config
+from vae_repro.config import Config, ConfigError, check_config, stack_key
 from vae_repro.data import DataError, prepare_data
 from vae_repro.machine import ThreadCount, check_compile, keep_freed_memory, resolve_device
 from vae_repro.marginal import make_estimator
 from vae_repro.model import compile_passes
 from vae_repro.metrics import (MetricsLog, eval_schedule, evaluate, evaluate_marginal, metric_columns, record_failure,
                                write_summary)
+from vae_repro.noise import Noise
 from vae_repro.rundir import RunDirLock
 
 log = logging.getLogger(__name__)
@@ -53,11 +58,45 @@ def weight_decay(cfg: Config, n_train: int) -> float:
     return 1.0 / (cfg.optimizer.prior_std ** 2 * n_train)
 
 
-class Job:
-    """One training job: what it trains and with what, where it stands, and how it saves itself."""
+@dataclass
+class Progress:
+    """Where the stack's training stands, the same for all its models."""
+    samples: int = 0
+    steps: int = 0
+    wall_s: float = 0.0
+    pos: int = 0  # the next position in this epoch's order of the training images
 
-    def __init__(self, cfg: Config, out: Path, data: tuple[torch.Tensor, torch.Tensor] | None = None):
-        self.cfg, self.out = cfg, out
+
+@dataclass
+class Record:
+    """What a model of the stack has recorded of its own."""
+    rows: int = 0  # rows of its metrics.csv
+    last: dict = field(default_factory=dict)  # its latest evaluation's ELBOs and log-likelihoods
+    untrained_elbo: float | None = None  # the mark that an evaluation far below it is a wrecked run
+    warning: str | None = None
+
+
+def checkpoint_state(progress: Progress, record: Record, perm: torch.Tensor | None) -> dict:
+    """A model's "state" in its checkpoint: a single model's, in plain types and one tensor."""
+    state = {f.name: getattr(progress, f.name) for f in fields(Progress)} | {"perm": perm}
+    return state | {f.name: getattr(record, f.name) for f in fields(Record) if getattr(record, f.name) is not None}
+
+
+def from_checkpoint_state(state: dict) -> tuple[Progress, Record, torch.Tensor | None]:
+    return (Progress(**{f.name: state[f.name] for f in fields(Progress)}),
+            Record(**{f.name: state[f.name] for f in fields(Record) if f.name in state}), state["perm"])
+
+
+class Job:
+    """A stack of models trained as one: what it trains and with what, where it stands, and how it
+    saves each model. `cfgs` differ at most in seed, latent_dim and optimizer.lr; every model
+    draws its initial weights, data order and noise from its own seed, as it would alone."""
+
+    def __init__(self, cfgs: list[Config], outs: list[Path], data: tuple[torch.Tensor, torch.Tensor] | None = None):
+        if len({stack_key(c) for c in cfgs}) > 1:
+            raise ConfigError("the models of a stack may differ only in seed, latent_dim and optimizer.lr")
+        cfg = self.cfg = cfgs[0]  # what the models share
+        self.cfgs, self.outs = list(cfgs), list(outs)
         keep_freed_memory()
         self.device = resolve_device(str(cfg.device))
         self.threads = ThreadCount(torch.get_num_threads(), choose=cfg.threads == 0 and self.device.type == "cpu")
@@ -65,238 +104,324 @@ class Job:
         self.train_x, self.test_x = prepare_data(cfg, self.device, data)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
-        torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg, self.train_x.shape[1]).to(self.device)
+        self.model = build_model(self.cfgs, self.train_x.shape[1]).to(self.device)
         if cfg.train.compile:
             compile_passes(self.model)
         self.weight_decay = weight_decay(cfg, len(self.train_x))
-        self.optimizer = Adagrad(self.model, cfg.optimizer.lr, self.weight_decay)
-        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.batch_u8 = torch.empty(cfg.train.batch_size, self.train_x.shape[1], dtype=torch.uint8, device=self.device)
-        self.batch_x = torch.empty(self.batch_u8.shape, device=self.device)
+        self.lrs = [c.optimizer.lr for c in self.cfgs]
+        self.optimizer = Adagrad(self.model, self.lrs, self.weight_decay)
+        self.noise = Noise.seeded([c.seed for c in self.cfgs], self.model.latent_dims, self.device,
+                                  self.model.latent_dim)
+        self.make_batch_buffers()
         self.binarize_dynamic = str(cfg.data.binarize) == "dynamic"
         self.step, self.algorithm_state = STEPS[str(cfg.algorithm.name)](self.model, self.optimizer, cfg,
-                                                                          len(self.train_x), self.gen)
+                                                                          len(self.train_x), self.noise)
         if cfg.train.cuda_graph and self.device.type == "cuda":
-            self.step = replayed_in_cuda_graph(self.step, self.optimizer)
+            self.step = replayed_in_cuda_graph(self.step, self.optimizer, self.noise)
         self.has_encoder = str(cfg.algorithm.name) != "mcem"  # Monte Carlo EM has no q(z|x), so no ELBO
         self.marginal = make_estimator(cfg)
         self.columns = metric_columns(self.marginal is not None)
         self.schedule = eval_schedule(int(cfg.train.eval_start), cfg.train.eval_points_per_decade,
                                       int(cfg.train.max_samples), cfg.train.batch_size)
-        self.settings = config_dict(cfg)
-        self.state = {"samples": 0, "steps": 0, "wall_s": 0.0, "rows": 0, "perm": None, "pos": len(self.train_x),
-                      "last": {}}
-        self.ckpt_path = out / "checkpoint.pt"
-        if (ckpt := load_checkpoint(self.ckpt_path, self.settings)) is not None:
+        self.settings = [config_dict(c) for c in self.cfgs]
+        self.progress, self.perms = Progress(pos=len(self.train_x)), None
+        self.records = [Record() for _ in self.cfgs]
+        self.summaries: dict[Path, dict] = {}
+        self.metrics: list[MetricsLog] = []
+        self.ckpt_paths = [out / "checkpoint.pt" for out in self.outs]
+        ckpts = [load_checkpoint(path, settings) for path, settings in zip(self.ckpt_paths, self.settings)]
+        if any(ckpt is not None for ckpt in ckpts):
+            self.restore(ckpts)
+            log.info("resuming from %s at %d samples", ", ".join(map(str, self.ckpt_paths)), self.progress.samples)
+        elif self.has_encoder:
+            untrained = evaluate(self.model, self.test_x[:UNTRAINED_EVAL_POINTS], cfg.train.mc_samples,
+                                 self.eval_seeds(), self.binarize_dynamic)
+            for record, (elbo, _, _) in zip(self.records, untrained):
+                record.untrained_elbo = elbo
+        log.info("%d training images: weight decay %.3g (the weight prior)", len(self.train_x), self.weight_decay)
+        self.saved_samples = self.progress.samples if ckpts[0] is not None else None
+        self.started = time.perf_counter() - self.progress.wall_s
+
+    def eval_seeds(self) -> list[int]:
+        return [c.seed + 1 for c in self.cfgs]
+
+    def restore(self, ckpts: list[dict | None]) -> None:
+        samples = {None if ckpt is None else ckpt["state"]["samples"] for ckpt in ckpts}
+        if len(samples) > 1:
+            raise CheckpointError(f"{', '.join(map(str, self.outs))}: their checkpoints stand at different points "
+                                  f"({', '.join(str(s) for s in samples)} samples): resume them in separate stacks")
+        perms = []
+        for k, (path, ckpt) in enumerate(zip(self.ckpt_paths, ckpts)):
             if (saved_device := ckpt["rng"].get("device", "cpu")) != self.device.type:  # device=auto, other machine
-                raise CheckpointError(f"{self.ckpt_path}: written by a job on {saved_device}, and this job runs on "
+                raise CheckpointError(f"{path}: written by a job on {saved_device}, and this job runs on "
                                       f"{self.device.type}: the random streams of the two differ, so it can resume "
                                       f"only on {saved_device}; or choose another output dir")
+            try:  # right keys, wrong contents: shapes, types
+                self.model.load_own_state_dict(k, ckpt["model"])
+                # a warm-up schedule in older checkpoints follows from steps
+                self.optimizer.load_own_state_dict(self.model, k, ckpt["optimizer"])
+                for key, value in ckpt.get("algorithm_state", {}).items():
+                    own = self.algorithm_state[key][k]
+                    (own[..., :value.shape[-1]] if value.dim() else own).copy_(value)  # chains: own units of z
+                set_rng_states(self.noise.gens[k], ckpt["rng"])
+                self.progress, self.records[k], perm = from_checkpoint_state(ckpt["state"])
+            except Exception as e:
+                raise CheckpointError(f"{path}: damaged ({str(e).splitlines()[0]}); delete it to start this run over, "
+                                      "or choose another output dir") from None
+            perms.append(perm)
+        if perms[0] is not None:
+            self.perms = torch.stack(perms).to(self.device)
+
+    def save_checkpoints(self) -> None:
+        for k, path in enumerate(self.ckpt_paths):
+            own_state = {key: (value[k][..., :self.model.latent_dims[k]] if value[k].dim() else value[k]).clone()
+                         for key, value in self.algorithm_state.items()}
+            perm = self.perms[k] if self.perms is not None else None
             try:
-                self.restore(ckpt)
-            except Exception as e:  # right keys, wrong contents: shapes, types
-                raise CheckpointError(f"{self.ckpt_path}: damaged ({str(e).splitlines()[0]}); delete it to start this "
-                                      "run over, or choose another output dir") from None
-            log.info("resuming from %s at %d samples", self.ckpt_path, self.state["samples"])
-        elif self.has_encoder:  # the mark that an evaluation far below it is a wrecked run, not a slow one
-            self.state["untrained_elbo"] = evaluate(self.model, self.test_x[:UNTRAINED_EVAL_POINTS],
-                                                    cfg.train.mc_samples, cfg.seed + 1, self.binarize_dynamic)[0]
-        log.info("%d training images: weight decay %.3g (the weight prior)", len(self.train_x), self.weight_decay)
-        self.saved_samples = self.state["samples"] if ckpt is not None else None
-        self.started = time.perf_counter() - self.state["wall_s"]
-
-    def save_checkpoint(self) -> None:
-        try:
-            save_atomic({"config": self.settings, "model": self.model.state_dict(),
-                         "optimizer": self.optimizer.state_dict(),
-                         "algorithm_state": self.algorithm_state, "rng": rng_states(self.gen), "state": self.state},
-                        self.ckpt_path)
-        except SaveError as e:
-            kept = ("no checkpoint was written before" if self.saved_samples is None else
-                    f"the previous checkpoint, at {self.saved_samples} samples, is kept: run the same command to "
-                    "resume from it once there is room")
-            raise SaveError(f"{e}; {kept}") from e
-        self.saved_samples = self.state["samples"]
-
-    def restore(self, ckpt: dict) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])  # a warm-up schedule in older checkpoints follows from steps
-        for key, value in ckpt.get("algorithm_state", {}).items():
-            self.algorithm_state[key].copy_(value)
-        set_rng_states(self.gen, ckpt["rng"])
-        self.state = ckpt["state"]
-        if self.state["perm"] is not None:
-            self.state["perm"] = self.state["perm"].to(self.device)
+                save_atomic({"config": self.settings[k], "model": self.model.own_state_dict(k),
+                             "optimizer": self.optimizer.own_state_dict(self.model, k), "algorithm_state": own_state,
+                             "rng": rng_states(self.noise.gens[k]),
+                             "state": checkpoint_state(self.progress, self.records[k], perm)}, path)
+            except SaveError as e:
+                kept = ("no checkpoint was written before" if self.saved_samples is None else
+                        f"the previous checkpoint, at {self.saved_samples} samples, is kept: run the same command to "
+                        "resume from it once there is room")
+                raise SaveError(f"{e}; {kept}") from e
+        self.saved_samples = self.progress.samples
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next minibatch in [0, 1] and its images' indices: epochs in a fresh random order, the
-        remainder dropped. The batch is gathered into the same buffers every step (a step keeps no
-        reference to it), which saves allocating them anew."""
-        state, batch = self.state, len(self.batch_u8)
-        pos = state["pos"]
-        if pos + batch > len(self.train_x):
-            state["perm"], pos = torch.randperm(len(self.train_x), generator=self.gen, device=self.device), 0
-        idx = state["perm"][pos:pos + batch]
-        state["pos"] = pos + batch
-        torch.index_select(self.train_x, 0, idx, out=self.batch_u8)
-        x = torch.div(self.batch_u8, 255, out=self.batch_x)  # as to_unit_interval, to the bit
+        """The next minibatch of each model ([K, B, D] in [0, 1]) and its images' indices ([K, B]): epochs
+        in a fresh random order per model, the remainder dropped. The batch is gathered into the same
+        buffers every step (a step keeps no reference to it), which saves allocating them anew."""
+        progress, batch, stack = self.progress, self.cfg.train.batch_size, len(self.cfgs)
+        if progress.pos + batch > len(self.train_x):
+            self.perms, progress.pos = self.noise.permutations(len(self.train_x)), 0
+        idx = self.perms[:, progress.pos:progress.pos + batch]
+        progress.pos += batch
+        torch.index_select(self.train_x, 0, idx.flatten(), out=self.batch_u8)
+        x = torch.div(self.batch_u8, 255, out=self.batch_x).view(stack, batch, -1)  # as to_unit_interval, to the bit
         if self.binarize_dynamic:
-            x = torch.bernoulli(x, generator=self.gen)
+            x = self.noise.bernoulli(x)
         return x, idx
 
     def train_steps(self, n: int, stop: StopSignals) -> int:
         """Up to `n` training steps, fewer if a stop signal comes; returns how many."""
-        step, next_batch, gen = self.step, self.next_batch, self.gen
+        step, next_batch = self.step, self.next_batch
         for done in range(1, n + 1):
-            step(*next_batch(), gen)
+            step(*next_batch())
             if stop.received is not None:
                 break
         return done
 
     def clock(self) -> float:
-        self.state["wall_s"] = time.perf_counter() - self.started
-        return self.state["wall_s"]
+        self.progress.wall_s = time.perf_counter() - self.started
+        return self.progress.wall_s
 
-    def evaluate(self, metrics: MetricsLog) -> dict:
-        """The ELBO of both whole splits (for a model with an encoder) and the marginal log-likelihood
-        of their first images (if `eval.marginal` is set), written as one row of metrics.csv."""
-        mc, seed, dynamic = self.cfg.train.mc_samples, self.cfg.seed + 1, str(self.cfg.data.binarize) == "dynamic"
-        row = {"samples": self.state["samples"]}
+    def evaluate(self) -> None:
+        """The ELBO of both whole splits (for models with an encoder) and the marginal log-likelihood
+        of their first images (if `eval.marginal` is set), written as one row of each model's metrics.csv."""
+        mc, seeds, dynamic = self.cfg.train.mc_samples, self.eval_seeds(), self.binarize_dynamic
+        rows = [{"samples": self.progress.samples} for _ in self.cfgs]
         for split, x in (("train", self.train_x), ("test", self.test_x)):
             if self.has_encoder:
-                row[f"{split}_elbo"], row[f"{split}_log_px"], row[f"{split}_kl"] = evaluate(self.model, x, mc, seed,
-                                                                                           dynamic)
+                for row, (elbo, log_px, kl) in zip(rows, evaluate(self.model, x, mc, seeds, dynamic)):
+                    row[f"{split}_elbo"], row[f"{split}_log_px"], row[f"{split}_kl"] = elbo, log_px, kl
             if self.marginal is not None:
-                row[f"{split}_log_px_marginal"] = evaluate_marginal(self.marginal, self.model,
-                                                                    x[:self.cfg.eval.marginal_points], seed, dynamic)
-        row["wall_s"] = self.clock()
-        metrics.write(row)
-        self.state["rows"] += 1
-        self.state["last"] = {k: v for k, v in row.items() if k.endswith(("_elbo", "_marginal"))}
-        self.flag_if_wrecked(row)
-        return row
+                marginals = evaluate_marginal(self.marginal, self.model, x[:self.cfg.eval.marginal_points], seeds,
+                                              dynamic)
+                for row, value in zip(rows, marginals):
+                    row[f"{split}_log_px_marginal"] = value
+        wall_s = self.clock()
+        for k, (row, record, metrics) in enumerate(zip(rows, self.records, self.metrics)):
+            row["wall_s"] = wall_s
+            metrics.write(row)
+            record.rows += 1
+            record.last = {key: v for key, v in row.items() if key.endswith(("_elbo", "_marginal"))}
+            self.flag_if_wrecked(k, row)
 
-    def flag_if_wrecked(self, row: dict) -> None:
+    def flag_if_wrecked(self, k: int, row: dict) -> None:
         """Flag, once, a run whose ELBO has fallen far below its untrained model's: a step size too
         large can wreck a run without a NaN (the encoder's variances blown up by Adagrad's first
         full-size steps). The run goes on."""
-        untrained = self.state.get("untrained_elbo")
-        if untrained is None or "warning" in self.state:
+        record = self.records[k]
+        if record.untrained_elbo is None or record.warning is not None:
             return
         worst = min(row["train_elbo"], row["test_elbo"])
-        if worst < untrained - WRECKED_MARGIN * max(abs(untrained), 100.0):
-            self.state["warning"] = (f"the ELBO ({worst:.4g} at {row['samples']} samples) is far below the untrained "
-                                     f"model's ({untrained:.1f}): optimizer.lr={self.cfg.optimizer.lr} is likely too "
-                                     "large for this model; try a smaller one")
-            log.warning("%s: %s", self.out, self.state["warning"])
+        if worst < record.untrained_elbo - WRECKED_MARGIN * max(abs(record.untrained_elbo), 100.0):
+            record.warning = (f"the ELBO ({worst:.4g} at {row['samples']} samples) is far below the untrained "
+                              f"model's ({record.untrained_elbo:.1f}): optimizer.lr={self.lrs[k]} is likely too "
+                              "large for this model; try a smaller one")
+            log.warning("%s: %s", self.outs[k], record.warning)
 
-    def summary(self, status: str, message: str = "") -> dict:
-        state = self.state
-        s = {"status": status, "message": message, "samples": state["samples"], **state["last"],
-             "wall_s": state["wall_s"], "samples_per_s": state["samples"] / max(state["wall_s"], 1e-9),
+    def summary(self, k: int, status: str, message: str = "") -> dict:
+        progress, record, cfg = self.progress, self.records[k], self.cfgs[k]
+        s = {"status": status, "message": message, "samples": progress.samples, **record.last,
+             "wall_s": progress.wall_s, "samples_per_s": progress.samples / max(progress.wall_s, 1e-9),
              "device": str(self.device), "threads": self.threads.counts[0], "threads_in_use": self.threads.current,
-             "n_train": len(self.train_x), "weight_decay": self.weight_decay,
-             "algorithm": str(self.cfg.algorithm.name), "latent_dim": self.cfg.latent_dim, "lr": self.cfg.optimizer.lr}
-        if "warning" in state:
-            s["warning"] = state["warning"]
-        write_summary(self.out, s)
+             "stack": len(self.cfgs), "n_train": len(self.train_x), "weight_decay": self.weight_decay,
+             "algorithm": str(cfg.algorithm.name), "latent_dim": cfg.latent_dim, "lr": cfg.optimizer.lr}
+        if record.warning is not None:
+            s["warning"] = record.warning
+        write_summary(self.outs[k], s)
+        self.summaries[self.outs[k]] = s
         return s
 
-    def check_finite(self) -> None:
-        if not torch.isfinite(torch.stack([p.sum() for p in self.model.parameters()])).all():
-            self.clock()
+    def summaries_now(self, status: str, message: str = "") -> None:
+        for k in range(len(self.cfgs)):
+            self.summary(k, status, message)
+
+    def leave_if_diverged(self) -> None:
+        """Models whose weights became NaN or infinite are recorded "diverged" and leave the stack."""
+        finite = torch.stack([p.flatten(1).sum(1) for p in self.model.parameters()]).isfinite().all(0).tolist()
+        if all(finite):
+            return
+        self.clock()
+        for k in (k for k, ok in enumerate(finite) if not ok):
             remedy = "try a smaller optimizer.lr"
             if str(self.cfg.model.likelihood) == "gaussian" and self.cfg.model.decoder_logvar_min is None:
                 remedy += (", or a floor on the decoder's log variance (model.decoder_logvar_min=-10): "
                            "pixels that barely vary let it fall without bound")
-            message = (f"the weights became NaN or infinite by step {self.state['steps']} ({self.state['samples']} "
-                       f"samples) with optimizer.lr={self.cfg.optimizer.lr}; {remedy}")
-            self.summary("diverged", message)
-            raise Diverged(message)
+            message = (f"the weights became NaN or infinite by step {self.progress.steps} ({self.progress.samples} "
+                       f"samples) with optimizer.lr={self.lrs[k]}; {remedy}")
+            self.summary(k, "diverged", message)
+            log.debug("%s: diverged: %s", self.outs[k], message)  # the command tells it
+            self.metrics[k].close()
+        self.keep([k for k, ok in enumerate(finite) if ok])
 
-    def run(self) -> dict:
-        """Train to the end of the evaluation schedule, or until a stop signal; returns the summary."""
-        state, batch, schedule = self.state, self.cfg.train.batch_size, self.schedule
-        if state["samples"] >= schedule[-1]:
-            message = (f"already complete at {state['samples']} samples; trained nothing (a larger train.max_samples "
+    def keep(self, models: list[int]) -> None:
+        """Go on with these models of the stack only."""
+        self.model.keep(models)
+        self.optimizer.keep(models)
+        self.noise.keep(models)
+        for key, value in self.algorithm_state.items():
+            self.algorithm_state[key] = value[models]
+        if self.perms is not None:
+            self.perms = self.perms[models]
+        for attr in ("cfgs", "outs", "lrs", "settings", "records", "metrics", "ckpt_paths"):
+            setattr(self, attr, [getattr(self, attr)[k] for k in models])
+        self.make_batch_buffers()
+
+    def make_batch_buffers(self) -> None:
+        self.batch_u8 = torch.empty(len(self.cfgs) * self.cfg.train.batch_size, self.train_x.shape[1],
+                                    dtype=torch.uint8, device=self.device)
+        self.batch_x = torch.empty(self.batch_u8.shape, device=self.device)
+
+    def run(self) -> list[dict]:
+        """Train to the end of the evaluation schedule, or until a stop signal; returns each model's summary."""
+        progress, batch, schedule = self.progress, self.cfg.train.batch_size, self.schedule
+        if progress.samples >= schedule[-1]:
+            message = (f"already complete at {progress.samples} samples; trained nothing (a larger train.max_samples "
                        "extends it)")
-            log.debug("%s: %s", self.out, message)  # the command's report tells it
-            return self.summary("completed", message)
-        next_eval = next((i for i, s in enumerate(schedule) if s > state["samples"]), len(schedule))
+            log.debug("%s: %s", ", ".join(map(str, self.outs)), message)  # the command's report tells it
+            self.summaries_now("completed", message)
+            return list(self.summaries.values())
+        next_eval = next((i for i, s in enumerate(schedule) if s > progress.samples), len(schedule))
         ckpt_every = int(self.cfg.train.checkpoint_every)
-        next_ckpt = (state["samples"] // ckpt_every + 1) * ckpt_every
-        warmup, lr = self.cfg.optimizer.warmup_steps, self.cfg.optimizer.lr
-        metrics = MetricsLog(self.out / "metrics.csv", self.columns, keep_rows=state["rows"])
-        bar = tqdm(total=schedule[-1], initial=state["samples"], unit="sample", unit_scale=True, dynamic_ncols=True,
-                   desc=f"{self.cfg.algorithm.name} N_z={self.cfg.latent_dim}", disable=not self.cfg.train.progress)
+        next_ckpt = (progress.samples // ckpt_every + 1) * ckpt_every
+        warmup = self.cfg.optimizer.warmup_steps
+        self.metrics = [MetricsLog(out / "metrics.csv", self.columns, keep_rows=record.rows)
+                        for out, record in zip(self.outs, self.records)]
+        stacked = f" x{len(self.cfgs)}" if len(self.cfgs) > 1 else ""
+        bar = tqdm(total=schedule[-1], initial=progress.samples, unit="sample", unit_scale=True, dynamic_ncols=True,
+                   desc=f"{self.cfg.algorithm.name} N_z={','.join(map(str, sorted(set(self.model.latent_dims))))}"
+                        f"{stacked}", disable=not self.cfg.train.progress)
         try:
             with StopSignals() as stop, logging_redirect_tqdm():
-                self.summary("running")
-                while state["samples"] < schedule[-1] and stop.received is None:
+                self.summaries_now("running")
+                while progress.samples < schedule[-1] and stop.received is None and self.cfgs:
                     # Steps up to the next event: an evaluation, a checkpoint, the end of the warm-up (whose
                     # minibatches only fill Adagrad's accumulator) or a finiteness check.
-                    self.optimizer.lr = 0.0 if state["steps"] < warmup else lr
-                    to_event = min(schedule[next_eval], next_ckpt) - state["samples"]
-                    wanted = min(-(-to_event // batch), CHECK_EVERY - state["steps"] % CHECK_EVERY,
-                                 warmup - state["steps"] if state["steps"] < warmup else CHECK_EVERY)
+                    self.optimizer.lrs = [0.0] * len(self.lrs) if progress.steps < warmup else self.lrs
+                    to_event = min(schedule[next_eval], next_ckpt) - progress.samples
+                    wanted = min(-(-to_event // batch), CHECK_EVERY - progress.steps % CHECK_EVERY,
+                                 warmup - progress.steps if progress.steps < warmup else CHECK_EVERY)
                     n = self.threads.steps(wanted)  # fewer where the thread count is under watch
                     started = time.perf_counter()
                     done = self.train_steps(n, stop)
                     self.threads.timed(done, time.perf_counter() - started)
-                    state["samples"] += done * batch
-                    state["steps"] += done
+                    progress.samples += done * batch
+                    progress.steps += done
                     bar.update(done * batch)
                     if done < wanted and stop.received is None:
                         continue  # not yet at the event
-                    self.check_finite()
-                    if state["samples"] >= schedule[next_eval]:
-                        self.evaluate(metrics)
+                    self.leave_if_diverged()
+                    if not self.cfgs:
+                        break
+                    if progress.samples >= schedule[next_eval]:
+                        self.evaluate()
                         next_eval += 1
-                        bar.set_postfix({k: f"{v:.2f}" for k, v in state["last"].items()})
-                    if state["samples"] >= next_ckpt:
+                        if len(self.cfgs) == 1:
+                            bar.set_postfix({k: f"{v:.2f}" for k, v in self.records[0].last.items()})
+                    if progress.samples >= next_ckpt:
                         self.clock()
-                        self.save_checkpoint()
-                        self.summary("running")
+                        self.save_checkpoints()
+                        self.summaries_now("running")
                         next_ckpt += ckpt_every
+                if not self.cfgs:
+                    return list(self.summaries.values())
                 self.clock()
-                self.save_checkpoint()
+                self.save_checkpoints()
                 if stop.received is not None:
-                    message = f"stopped by {signal.Signals(stop.received).name} at {state['samples']} samples; checkpoint saved"
+                    message = (f"stopped by {signal.Signals(stop.received).name} at {progress.samples} samples; "
+                               "checkpoint saved")
                     log.warning(message)
-                    return self.summary("interrupted", message)
-                save_model(self.cfg, self.model, self.train_x.shape[1], self.out / "model.pt")
-                return self.summary("completed")
+                    self.summaries_now("interrupted", message)
+                    return list(self.summaries.values())
+                for k, out in enumerate(self.outs):
+                    save_model(self.settings[k], self.model, k, self.train_x.shape[1], out / "model.pt")
+                self.summaries_now("completed")
+                return list(self.summaries.values())
         finally:
             bar.close()
-            metrics.close()
+            for metrics in self.metrics:
+                metrics.close()
 
 
-def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
-    """Train one model as `cfg` says, writing into `out_dir`; resume if a checkpoint is there.
+def train_stack(cfgs: list[Config], out_dirs: list[str | Path],
+                data: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict]:
+    """Train the models of `cfgs` as one stack, model k writing into out_dirs[k]; resume from their
+    checkpoints where there are some. The configs may differ only in seed, latent_dim and
+    optimizer.lr.
 
-    `data` is (train, test) as uint8 [N, 784] grey levels; by default it is loaded as `cfg.data`
-    says. Returns the summary (also written to summary.json). Raises Diverged on
-    non-finite weights, and any other error of the job, after recording it in summary.json;
-    RunDirBusy, without touching the dir, if another process trains in it.
+    `data` is (train, test) as uint8 [N, 784] grey levels; by default it is loaded as the configs
+    say. Returns each model's summary (also written to its summary.json), in the order of `cfgs`:
+    a model that diverged is "diverged" while the others go on. Any other error of the stack is
+    recorded in every model's summary.json and raised; RunDirBusy, without touching the dirs, if
+    another process trains in one of them.
     """
-    check_config(cfg)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with RunDirLock(out):
+    for cfg in cfgs:
+        check_config(cfg)
+    outs = [Path(d) for d in out_dirs]
+    for out in outs:
+        out.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as locks:
+        for out in outs:
+            locks.enter_context(RunDirLock(out))
         job = None
         try:
-            job = Job(cfg, out, data)
-            return job.run()
-        except Diverged:
-            raise
+            job = Job(cfgs, outs, data)
+            job.run()
+            return [job.summaries[out] for out in outs]
         except Exception as e:
             message = error_line(e)
             try:
-                job.summary("failed", message) if job is not None else record_failure(out, message)
+                if job is not None:
+                    job.summaries_now("failed", message)
+                else:
+                    for out in outs:
+                        record_failure(out, message)
             except OSError as write_error:  # a full disk may refuse this too; the error itself still goes up
-                log.error("%s: could not record the failure in summary.json (%s)", out, write_error)
+                log.error("%s: could not record the failure in summary.json (%s)", outs[0], write_error)
             raise
+
+
+def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+    """Train one model as `cfg` says, writing into `out_dir`; resume if a checkpoint is there. As
+    `train_stack` for a stack of one, and raises Diverged when the model diverged."""
+    summary = train_stack([cfg], [out_dir], data)[0]
+    if summary["status"] == "diverged":
+        raise Diverged(summary["message"])
+    return summary
 
 
 def error_line(e: BaseException) -> str:
