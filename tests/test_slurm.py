@@ -156,6 +156,25 @@ def test_a_diverging_job_on_the_cluster_is_named_and_fails_the_command(data_root
     assert result.stdout.strip().splitlines()[-1] == f"1 of 2 jobs completed; outputs in {tmp_path / 'sweep'}"
 
 
+# The stack launcher's SLURM preset (conf/hydra/launcher/stack_slurm.yaml), sized alike.
+STACK_SLURM = ["hydra/launcher=stack_slurm", "hydra.launcher.slurm.gpus_per_node=0",
+               "hydra.launcher.slurm.cpus_per_task=1", "hydra.launcher.slurm.mem_gb=2"]
+
+
+def test_a_stacked_sweep_is_one_slurm_job_per_stack(data_root, tmp_path):
+    result = sweep(["-m", *STACK_SLURM, "latent_dim=2,3", "seed=0,1", f"data.root={data_root}", *QUICK,
+                    "hydra.sweep.dir=sweep"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == f"4 of 4 jobs completed; outputs in {tmp_path / 'sweep'}"
+    assert len([p for p in (tmp_path / "sweep" / ".submitit").glob("*") if p.name.isdigit()]) == 1
+    for num in range(4):
+        job = tmp_path / "sweep" / str(num)
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["stack"] == 4
+        assert summary["threads"] == 1  # the job's SLURM allocation, not the machine's cores
+        assert (job / ".hydra" / "config.yaml").exists() and "300 training images" in (job / "run.log").read_text()
+
+
 def start(args, cwd) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "vae_repro.run", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -18,6 +18,7 @@ from vae_repro.config import Config, DataConfig, TrainConfig
 from vae_repro.likelihoods import GaussianPixels
 from vae_repro.model import VAE
 from vae_repro.noise import Noise
+from vae_repro.stacks import plan_stacks
 from vae_repro.train import Job, train, train_stack
 
 LATENT_DIMS, SEEDS = [2, 4, 4], [0, 1, 2]
@@ -162,3 +163,15 @@ def test_a_stack_that_died_resumes_to_the_bit(data_root, tmp_path, monkeypatch):
         assert rows_without_wall_time(done) == rows_without_wall_time(ref)
         assert (done / "model.pt").read_bytes() == (ref / "model.pt").read_bytes()
 
+
+def test_plan_groups_what_stacks_and_keeps_padding_small():
+    def cfg(latent_dim, seed=0, algorithm="aevb", hidden=500):
+        c = Config(latent_dim=latent_dim, seed=seed)
+        c.algorithm.name, c.model.hidden_size = algorithm, hidden
+        return c
+    cfgs = [cfg(3), cfg(200), cfg(5, 1), cfg(20), cfg(3, algorithm="wake_sleep"), cfg(10, hidden=100), cfg(10)]
+    plan = plan_stacks(cfgs, [0] * 7, [784] * 7, max_models=16, max_padding=0.25)
+    assert plan == [[0, 2, 6, 3], [1], [4], [5]]  # N_z 200 beside N_z 3 would cost the latter a third more
+    assert plan_stacks(cfgs, [0] * 7, [784] * 7, max_models=2, max_padding=0.25) == [[0, 2], [1], [6, 3], [4], [5]]
+    resumed = plan_stacks(cfgs[:3], [1000, 0, 0], [784] * 3, max_models=16, max_padding=0.25)
+    assert resumed == [[0], [1], [2]]  # models at other points train apart

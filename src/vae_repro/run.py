@@ -38,7 +38,7 @@ from vae_repro.data import DataError, load_dataset, select_train
 from vae_repro.machine import check_compile, resolve_device
 from vae_repro.metrics import read_summary
 from vae_repro.rundir import RunDirBusy, busy_message, holder
-from vae_repro.train import Diverged, error_line, train
+from vae_repro.train import error_line, train_stack
 from vae_repro.workers import (StopWorkers, command_stopped, in_worker, prepare_worker,
                                wait_for_child_processes)
 
@@ -121,10 +121,7 @@ class Command:
     job_dirs: list[Path]
     jobs_at_once: int
     launcher: str  # its _target_
-
-    @property
-    def jobs_in_this_process(self) -> bool:  # Hydra's basic launcher; the others start processes or SLURM jobs
-        return self.launcher.endswith("BasicLauncher")
+    jobs_in_this_process: bool  # Hydra's basic launcher, the stack launcher without SLURM
 
 
 def precheck(argv: list[str]) -> Command | None:
@@ -158,7 +155,9 @@ def precheck(argv: list[str]) -> Command | None:
             cfgs, job_dirs = [cfg], [out_dir]  # composed once above
     for job_dir in job_dirs:
         check_output_dir(job_dir, dir_key)
-    if "Slurm" not in str(hydra_cfg.launcher.get("_target_")):  # a login node may lack the jobs' GPU or compiler
+    launcher = str(hydra_cfg.launcher.get("_target_"))
+    on_slurm = "Slurm" in launcher or hydra_cfg.launcher.get("slurm") is not None
+    if not on_slurm:  # a login node may lack the jobs' GPU or compiler
         for cfg in cfgs:
             check_compile(cfg, resolve_device(str(cfg.device)))
     train_sets = {}
@@ -171,8 +170,9 @@ def precheck(argv: list[str]) -> Command | None:
         if (pid := holder(job_dir)) is not None:
             raise RunDirBusy(busy_message(job_dir, pid))
         load_checkpoint(job_dir / "checkpoint.pt", config_dict(cfg))
-    return Command(argv + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)),
-                   str(hydra_cfg.launcher.get("_target_")))
+    in_this_process = launcher.endswith("BasicLauncher") or launcher.endswith("StackLauncher") and not on_slurm
+    return Command(argv + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)), launcher,
+                   in_this_process)
 
 
 def check_output_dir(job_dir: Path, key: str) -> None:
@@ -248,34 +248,54 @@ def report(command: Command) -> int:
     return 0 if done == len(outcomes) else 1
 
 
+def job_positions(cfgs: list[Config], job_dirs: list[str]) -> tuple[list[int], list[int]]:
+    """For the stack launcher's plan: the pixels of each job's images, and the samples of its
+    checkpoint (0 without one)."""
+    pixels, input_dims, positions = {}, [], []
+    for cfg, job_dir in zip(cfgs, job_dirs):
+        data = (str(cfg.data.name), cfg.data.root, cfg.data.download)
+        if data not in pixels:
+            pixels[data] = load_dataset(*data)[1].shape[1]
+        input_dims.append(pixels[data])
+        ckpt = load_checkpoint(Path(job_dir) / "checkpoint.pt", config_dict(cfg))
+        positions.append(0 if ckpt is None else ckpt["state"]["samples"])
+    return input_dims, positions
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_app(dict_cfg: DictConfig) -> str:
     cfg: Config = OmegaConf.to_object(dict_cfg)
     cfg.data.root = to_absolute_path(cfg.data.root)
+    return run_stack([cfg], [HydraConfig.get().runtime.output_dir], HydraConfig.get().mode == RunMode.MULTIRUN)[0]
+
+
+def run_stack(cfgs: list[Config], out_dirs: list[str], multirun: bool) -> list[str]:
+    """Train a stack of the command's jobs (a job alone is a stack of one) in this process; each
+    job's status."""
     # Parallel local jobs split the cores between them instead of each taking them all.
-    torch.set_num_threads(cfg.threads or max(1, available_cores() // int(os.environ.get(JOBS_AT_ONCE, "1"))))
-    out_dir = HydraConfig.get().runtime.output_dir
+    torch.set_num_threads(cfgs[0].threads or max(1, available_cores() // int(os.environ.get(JOBS_AT_ONCE, "1"))))
     # A sweep's failed job is told as it happens and again in the end-of-command report; a single
     # run's in the report alone. Its log file has it either way.
-    level = logging.ERROR if HydraConfig.get().mode == RunMode.MULTIRUN else logging.DEBUG
+    level = logging.ERROR if multirun else logging.DEBUG
     worker = in_worker()
     if worker:
         prepare_worker()
     if command_stopped():
-        return "not started"
+        return ["not started"] * len(cfgs)
     try:
-        return train(cfg, out_dir)["status"]
+        summaries = train_stack(cfgs, out_dirs)
     except Terminated:  # checkpointed; in a worker, its command stops the sweep and reports
         if not worker:
             raise
-        return "interrupted"
-    except Diverged as e:  # recorded in summary.json; the other jobs of a sweep go on
-        log.log(level, "%s: diverged: %s", out_dir, e)
-        return "diverged"
+        return ["interrupted"] * len(cfgs)
     except Exception as e:  # recorded in summary.json too, told in one line, its traceback in the job's log
-        log.log(level, "%s: failed: %s", out_dir, error_line(e))
+        log.log(level, "%s: failed: %s", ", ".join(out_dirs), error_line(e))
         log.debug("the failure's traceback", exc_info=True)
-        return "failed"
+        return ["failed"] * len(cfgs)
+    for out_dir, summary in zip(out_dirs, summaries):  # recorded in summary.json; the other jobs go on
+        if summary["status"] == "diverged":
+            log.log(level, "%s: diverged: %s", out_dir, summary["message"])
+    return [summary["status"] for summary in summaries]
 
 
 def main() -> None:

@@ -146,10 +146,10 @@ class Job:
         return [c.seed + 1 for c in self.cfgs]
 
     def restore(self, ckpts: list[dict | None]) -> None:
-        samples = {None if ckpt is None else ckpt["state"]["samples"] for ckpt in ckpts}
-        if len(samples) > 1:
+        points = {"none" if ckpt is None else str(ckpt["state"]["samples"]) for ckpt in ckpts}
+        if len(points) > 1:
             raise CheckpointError(f"{', '.join(map(str, self.outs))}: their checkpoints stand at different points "
-                                  f"({', '.join(str(s) for s in samples)} samples): resume them in separate stacks")
+                                  f"({', '.join(sorted(points))} samples): resume them in separate stacks")
         perms = []
         for k, (path, ckpt) in enumerate(zip(self.ckpt_paths, ckpts)):
             if (saved_device := ckpt["rng"].get("device", "cpu")) != self.device.type:  # device=auto, other machine
