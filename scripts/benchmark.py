@@ -259,6 +259,28 @@ def synthetic_root(root: Path) -> Path:
     return root
 
 
+def parsed(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, torch.device]:
+    """The arguments, and the device they name; one line and exit status 2 where it is not available."""
+    args = parser.parse_args()
+    try:
+        return args, resolve_device(args.device)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def benchmark_data(args, tmp: Path) -> tuple[Path, str, torch.Tensor, torch.Tensor]:
+    """The root, name and (train, test) images of --dataset under --data-root, or random full-size
+    synthetic MNIST files under `tmp` where they are missing."""
+    root, dataset = args.data_root.resolve(), args.dataset
+    try:
+        return (root, dataset, *load_dataset(dataset, root, download=False))
+    except DataError:
+        print(f"no {args.dataset} files under {args.data_root}: using random full-size synthetic data")
+        root = synthetic_root(tmp / "synthetic")
+        return (root, "mnist", *load_dataset("mnist", root, download=False))
+
+
 def frey_frames(root: Path):
     try:
         return load_frey_face(root, download=False)
@@ -428,21 +450,10 @@ def main():
     parser.add_argument("--compile", action="store_true", help="add the floor table's rows with train.compile")
     parser.add_argument("--share-samples", type=float, default=3e5, help="of each command in the share table")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run these sections alone")
-    args = parser.parse_args()
-    try:
-        device = resolve_device(args.device)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    args, device = parsed(parser)
 
     with tempfile.TemporaryDirectory() as tmp:
-        root, dataset = args.data_root.resolve(), args.dataset
-        try:
-            train_x, test_x = load_dataset(dataset, root, download=False)
-        except DataError:
-            root, dataset = synthetic_root(Path(tmp)), "mnist"
-            print(f"no {args.dataset} files under {args.data_root}: using random full-size synthetic data")
-            train_x, test_x = load_dataset(dataset, root, download=False)
+        root, dataset, train_x, test_x = benchmark_data(args, Path(tmp))
         frey_train, frey_test = frey_frames(args.data_root.resolve())
         print(f"data: {dataset} under {root}; device: {device}; torch threads: {torch.get_num_threads()}")
 

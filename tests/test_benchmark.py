@@ -42,3 +42,21 @@ def test_benchmark_without_cuda_says_so():
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.startswith("error: device=cuda: CUDA is not available")
+
+
+def test_stack_benchmark_prints_its_tables(data_root, frey_root):
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "benchmark_stack.py"), "--data-root", str(data_root),
+                             "--frey-root", str(frey_root), "--rounds", "1", "--step-samples", "300",
+                             "--command-samples", "2000", "--mnist-command-samples", "2000"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr
+    steps = result.stdout.split("A stack of 4 models' AEVB step")[1].splitlines()
+    assert steps[1].split() == ["stack", "one", "by", "one", "ratio"]
+    for row, name in zip(steps[2:5], ("MNIST, H=500", "Frey Face, H=200", "Figure 3, H=100")):
+        assert row.startswith(name) and len(row.split()) >= 6
+    paper = result.stdout.split("A paper-length Figure 2")[1]
+    assert "mnist aevb       N_z 3,5,10,20" in paper and "mnist aevb       N_z 200 " in paper  # as planned
+    assert "frey  wake_sleep N_z 2,5,10,20" in paper and paper.count(" h stacked") == 7
+    commands = result.stdout.split("Whole sweeps")[1].splitlines()
+    assert commands[1].split()[:4] == ["basic", "joblib,", "2", "jobs"]
+    assert [row.split(",")[0] for row in commands[2:5]] == ["Frey Face", "Figure 3's setup", "MNIST's setup"]
