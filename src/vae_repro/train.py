@@ -11,6 +11,7 @@ a job of its own, and everything it writes lands in its own dir, as a single run
   .lock           held while the job trains: one writer per dir (rundir.py)
 """
 import logging
+import math
 import random
 import signal
 import time
@@ -56,6 +57,36 @@ def weight_decay(cfg: Config, n_train: int) -> float:
     if cfg.optimizer.weight_decay is not None:
         return cfg.optimizer.weight_decay
     return 1.0 / (cfg.optimizer.prior_std ** 2 * n_train)
+
+
+class Every:
+    """Events at every multiple of `every` (of samples or steps)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def next_after(self, now: int) -> int:
+        return (now // self.every + 1) * self.every
+
+
+class At:
+    """Events at the given counts (of samples or steps)."""
+
+    def __init__(self, points: list[int]):
+        self.points = sorted(points)
+
+    def next_after(self, now: int) -> int | float:
+        return next((p for p in self.points if p > now), math.inf)
+
+
+def until(events: Every | At, now: int) -> int | float:
+    """How far the next event is."""
+    return events.next_after(now) - now
+
+
+def passed(events: Every | At, before: int, now: int) -> bool:
+    """Whether an event lies after `before` and at or before `now`."""
+    return events.next_after(before) <= now
 
 
 @dataclass
@@ -315,10 +346,9 @@ class Job:
             log.debug("%s: %s", ", ".join(map(str, self.outs)), message)  # the command's report tells it
             self.summaries_now("completed", message)
             return list(self.summaries.values())
-        next_eval = next((i for i, s in enumerate(schedule) if s > progress.samples), len(schedule))
-        ckpt_every = int(self.cfg.train.checkpoint_every)
-        next_ckpt = (progress.samples // ckpt_every + 1) * ckpt_every
+        evaluations, checkpoints = At(schedule), Every(int(self.cfg.train.checkpoint_every))  # in samples
         warmup = self.cfg.optimizer.warmup_steps
+        checks, warmup_end = Every(CHECK_EVERY), At([warmup])  # in steps
         self.metrics = [MetricsLog(out / "metrics.csv", self.columns, keep_rows=record.rows)
                         for out, record in zip(self.outs, self.records)]
         stacked = f" x{len(self.cfgs)}" if len(self.cfgs) > 1 else ""
@@ -332,10 +362,11 @@ class Job:
                     # Steps up to the next event: an evaluation, a checkpoint, the end of the warm-up (whose
                     # minibatches only fill Adagrad's accumulator) or a finiteness check.
                     self.optimizer.lrs = [0.0] * len(self.lrs) if progress.steps < warmup else self.lrs
-                    to_event = min(schedule[next_eval], next_ckpt) - progress.samples
-                    wanted = min(-(-to_event // batch), CHECK_EVERY - progress.steps % CHECK_EVERY,
-                                 warmup - progress.steps if progress.steps < warmup else CHECK_EVERY)
+                    samples_to_event = min(until(evaluations, progress.samples), until(checkpoints, progress.samples))
+                    wanted = min(-(-samples_to_event // batch), until(checks, progress.steps),
+                                 until(warmup_end, progress.steps))
                     n = self.threads.steps(wanted)  # fewer where the thread count is under watch
+                    before = progress.samples
                     started = time.perf_counter()
                     done = self.train_steps(n, stop)
                     self.threads.timed(done, time.perf_counter() - started)
@@ -347,16 +378,14 @@ class Job:
                     self.leave_if_diverged()
                     if not self.cfgs:
                         break
-                    if progress.samples >= schedule[next_eval]:
+                    if passed(evaluations, before, progress.samples):
                         self.evaluate()
-                        next_eval += 1
                         if len(self.cfgs) == 1:
                             bar.set_postfix({k: f"{v:.2f}" for k, v in self.records[0].last.items()})
-                    if progress.samples >= next_ckpt:
+                    if passed(checkpoints, before, progress.samples):
                         self.clock()
                         self.save_checkpoints()
                         self.summaries_now("running")
-                        next_ckpt += ckpt_every
                 if not self.cfgs:
                     return list(self.summaries.values())
                 self.clock()
