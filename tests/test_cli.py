@@ -186,6 +186,8 @@ BAD_INPUTS = [
     (["algorithm=em"], ("algorithm/em", "aevb mcem wake_sleep")),
     (["algorithm.name=ws"], ("algorithm.name", "'ws'", "aevb, wake_sleep, mcem")),
     (["algorithm=mcem", "eval.marginal=is"], ("eval.marginal=is", "encoder")),
+    (["eval.iwae_k=[5,0]"], ("eval.iwae_k=0", ">= 1")),
+    (["algorithm=mcem", "eval.iwae_k=[5]"], ("eval.iwae_k", "encoder")),
     (["eval.marginal=exact"], ("eval.marginal", "'exact'", "none, hmc, is")),
     (["eval.marginal=hmc", "eval.marginal_samples=3"], ("eval.marginal_samples=3", "at least 4")),
     (["data.train_size=0"], ("data.train_size=0", ">= 1")),

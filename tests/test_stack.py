@@ -113,7 +113,7 @@ def test_stacked_models_end_where_their_solo_runs_end(data_root, tmp_path, algor
     settings = [(2, 0, 0.02), (5, 1, 0.05), (5, 2, 0.02)]  # N_z, seed, step size
     cfgs = [quick_config(data_root, *s) for s in settings]
     for cfg in cfgs:
-        cfg.algorithm.name = algorithm
+        cfg.algorithm.name, cfg.eval.iwae_k = algorithm, [3]
     dirs = [tmp_path / f"stack{k}" for k in range(3)]
     summaries = train_stack(cfgs, dirs)
     assert [s["status"] for s in summaries] == ["completed"] * 3 and {s["stack"] for s in summaries} == {3}

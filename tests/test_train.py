@@ -244,3 +244,19 @@ def test_results_do_not_depend_on_the_thread_count(data_root, tmp_path):
         torch.set_num_threads(most)
     assert rows_without_wall_time(tmp_path / "1") == rows_without_wall_time(tmp_path / "2")
     assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "1").values(), weights(tmp_path / "2").values()))
+
+
+def test_iwae_bounds_are_written_beside_the_elbo_and_tighten_with_k(data_root, tmp_path):
+    cfg = quick_config(data_root, max_samples=3000)
+    cfg.eval.iwae_k = [1, 5, 50]
+    summary = train(cfg, tmp_path)
+    rows = metrics_rows(tmp_path)
+    assert list(rows[0]) == metric_columns(False, [1, 5, 50])
+    assert list(rows[0])[7:13] == ["train_iwae1", "test_iwae1", "train_iwae5", "test_iwae5", "train_iwae50",
+                                   "test_iwae50"]
+    for row in rows:
+        for split in ("train", "test"):
+            elbo, bounds = float(row[f"{split}_elbo"]), [float(row[f"{split}_iwae{k}"]) for k in (1, 5, 50)]
+            assert bounds[0] == pytest.approx(elbo, abs=1.0)  # one sample: the ELBO, its KL sampled
+            assert elbo < bounds[1] < bounds[2]
+    assert summary["test_iwae50"] == float(rows[-1]["test_iwae50"])

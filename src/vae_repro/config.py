@@ -121,6 +121,8 @@ class EvalConfig:
     marginal_samples: Optional[int] = None
     marginal_leapfrog_steps: int = 4  # per HMC move, as in the paper
     marginal_burn_in: int = 25  # HMC moves before the first sample is kept
+    # The importance-weighted bound with k samples (Burda et al., 2015) of each whole split, for each k.
+    iwae_k: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -204,6 +206,11 @@ def check_config(cfg: Config) -> None:
 
 
 def _check_marginal(cfg: Config) -> None:
+    for k in cfg.eval.iwae_k:
+        _positive_count("eval.iwae_k", k)
+    if cfg.eval.iwae_k and str(cfg.algorithm.name) == "mcem":
+        raise ConfigError("eval.iwae_k: the importance-weighted bound samples from the encoder q(z|x), and "
+                          "algorithm=mcem trains none; leave eval.iwae_k empty")
     estimator = str(cfg.eval.marginal)
     if estimator == "none":
         return

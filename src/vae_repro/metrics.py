@@ -1,5 +1,6 @@
-"""What a job measures and records: the ELBO on whole datasets, the marginal likelihood of
-their first images, when they are measured, metrics.csv and summary.json."""
+"""What a job measures and records: the ELBO and importance-weighted bounds on whole datasets,
+the marginal likelihood of their first images, when they are measured, metrics.csv and
+summary.json."""
 import json
 import math
 import os
@@ -8,6 +9,7 @@ from pathlib import Path
 import torch
 
 from vae_repro.data import to_unit_interval
+from vae_repro.marginal import is_log_marginal
 from vae_repro.model import VAE
 from vae_repro.noise import Noise
 
@@ -17,8 +19,9 @@ MARGINAL_COLUMNS = ["train_log_px_marginal", "test_log_px_marginal"]
 EVAL_CHUNK = 1_000  # rows per forward pass in evaluation: large matmuls, temporaries of a few MB
 
 
-def metric_columns(marginal: bool) -> list[str]:
-    return METRIC_COLUMNS[:-1] + MARGINAL_COLUMNS + METRIC_COLUMNS[-1:] if marginal else METRIC_COLUMNS
+def metric_columns(marginal: bool, iwae_k: list[int] = ()) -> list[str]:
+    iwae = [f"{split}_iwae{k}" for k in iwae_k for split in ("train", "test")]
+    return METRIC_COLUMNS[:-1] + iwae + (MARGINAL_COLUMNS if marginal else []) + METRIC_COLUMNS[-1:]
 
 
 def eval_schedule(start: int, per_decade: int, max_samples: int, batch_size: int) -> list[int]:
@@ -48,6 +51,20 @@ def evaluate(model: VAE, x: torch.Tensor, mc_samples: int, seeds: list[int],
         log_px, kl = model(chunk, noise.latent(mc_samples, chunk.shape[1]))
         totals += torch.stack([log_px.sum(1), kl.sum(1)], dim=1).double()
     return [(log_px - kl, log_px, kl) for log_px, kl in (totals / len(x)).tolist()]
+
+
+@torch.inference_mode()
+def evaluate_iwae(model: VAE, x: torch.Tensor, k: int, seeds: list[int], binarize_dynamic: bool) -> list[float]:
+    """Per model of the stack, the average IWAE-k bound over all of the uint8 images `x`: the log of the
+    mean of k importance weights p(x, z) / q(z|x) with z ~ q(z|x); with the same noise at every call."""
+    noise = Noise.seeded(seeds, model.latent_dims, x.device, model.latent_dim)
+    total = torch.zeros(len(seeds), dtype=torch.float64, device=x.device)
+    for chunk in x.split(EVAL_CHUNK):
+        chunk = to_unit_interval(chunk).expand(len(seeds), -1, -1)
+        if binarize_dynamic:
+            chunk = noise.bernoulli(chunk)
+        total += is_log_marginal(model, chunk, k, noise).double().sum(1)
+    return (total / len(x)).tolist()
 
 
 @torch.inference_mode()

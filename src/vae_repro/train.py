@@ -33,8 +33,8 @@ from vae_repro.data import DataError, prepare_data
 from vae_repro.machine import ThreadCount, check_compile, keep_freed_memory, resolve_device
 from vae_repro.marginal import make_estimator
 from vae_repro.model import compile_passes
-from vae_repro.metrics import (MetricsLog, eval_schedule, evaluate, evaluate_marginal, metric_columns, record_failure,
-                               write_summary)
+from vae_repro.metrics import (MetricsLog, eval_schedule, evaluate, evaluate_iwae, evaluate_marginal, metric_columns,
+                               record_failure, write_summary)
 from vae_repro.noise import Noise
 from vae_repro.rundir import RunDirLock
 
@@ -151,7 +151,7 @@ class Job:
             self.step = replayed_in_cuda_graph(self.step, self.optimizer, self.noise)
         self.has_encoder = str(cfg.algorithm.name) != "mcem"  # Monte Carlo EM has no q(z|x), so no ELBO
         self.marginal = make_estimator(cfg)
-        self.columns = metric_columns(self.marginal is not None)
+        self.columns = metric_columns(self.marginal is not None, cfg.eval.iwae_k)
         self.schedule = eval_schedule(int(cfg.train.eval_start), cfg.train.eval_points_per_decade,
                                       int(cfg.train.max_samples), cfg.train.batch_size)
         self.settings = [config_dict(c) for c in self.cfgs]
@@ -249,14 +249,18 @@ class Job:
         return self.progress.wall_s
 
     def evaluate(self) -> None:
-        """The ELBO of both whole splits (for models with an encoder) and the marginal log-likelihood
-        of their first images (if `eval.marginal` is set), written as one row of each model's metrics.csv."""
+        """The ELBO of both whole splits (for models with an encoder), their IWAE-k bounds (for each k of
+        `eval.iwae_k`) and the marginal log-likelihood of their first images (if `eval.marginal` is
+        set), written as one row of each model's metrics.csv."""
         mc, seeds, dynamic = self.cfg.train.mc_samples, self.eval_seeds(), self.binarize_dynamic
         rows = [{"samples": self.progress.samples} for _ in self.cfgs]
         for split, x in (("train", self.train_x), ("test", self.test_x)):
             if self.has_encoder:
                 for row, (elbo, log_px, kl) in zip(rows, evaluate(self.model, x, mc, seeds, dynamic)):
                     row[f"{split}_elbo"], row[f"{split}_log_px"], row[f"{split}_kl"] = elbo, log_px, kl
+                for k in self.cfg.eval.iwae_k:
+                    for row, bound in zip(rows, evaluate_iwae(self.model, x, k, seeds, dynamic)):
+                        row[f"{split}_iwae{k}"] = bound
             if self.marginal is not None:
                 marginals = evaluate_marginal(self.marginal, self.model, x[:self.cfg.eval.marginal_points], seeds,
                                               dynamic)
@@ -267,7 +271,7 @@ class Job:
             row["wall_s"] = wall_s
             metrics.write(row)
             record.rows += 1
-            record.last = {key: v for key, v in row.items() if key.endswith(("_elbo", "_marginal"))}
+            record.last = {key: v for key, v in row.items() if key.endswith(("_elbo", "_marginal")) or "_iwae" in key}
             self.flag_if_wrecked(k, row)
 
     def flag_if_wrecked(self, k: int, row: dict) -> None:
