@@ -29,7 +29,8 @@ COLUMNS = ("train_elbo", "test_elbo")  # drawn unless --column says otherwise
 DATASET_ORDER = ["mnist", "fashion_mnist", "frey_face"]  # rows, top to bottom, as in the paper
 # The y range of the paper's ELBO panels, for its model of each dataset (plotting.y_range widens it to the data).
 PAPER_YLIM = {("mnist", "bernoulli"): (-150.0, -95.0), ("frey_face", "gaussian"): (0.0, 1600.0)}
-NAMES = {"aevb": "AEVB", "wake_sleep": "WS"}  # the algorithms of Figure 2, as its legend names them
+# The algorithms of Figure 2 as its legend names them, and IWAE (Burda et al., 2015) beside them.
+NAMES = {"aevb": "AEVB", "wake_sleep": "WS", "iwae": "IWAE"}
 SHOWN = {"data.name", "latent_dim", "algorithm.name"}  # told apart by rows, panels and colours
 # The y axis's label for each quantity of metrics.csv; a column not named here is its own label.
 Y_LABELS = {"elbo": "ELBO per datapoint (nats)", "log_px": r"$\mathrm{E}_q[\log p(x|z)]$ per datapoint (nats)",

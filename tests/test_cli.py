@@ -183,8 +183,8 @@ BAD_INPUTS = [
     (["optimizer.lr=-0.01"], ("optimizer.lr=-0.01", "> 0")),
     (["train.batch_size=0"], ("train.batch_size=0", ">= 1")),
     (["data=svhn"], ("data/svhn", "fashion_mnist frey_face mnist")),
-    (["algorithm=em"], ("algorithm/em", "aevb mcem wake_sleep")),
-    (["algorithm.name=ws"], ("algorithm.name", "'ws'", "aevb, wake_sleep, mcem")),
+    (["algorithm=em"], ("algorithm/em", "aevb iwae mcem wake_sleep")),
+    (["algorithm.name=ws"], ("algorithm.name", "'ws'", "aevb, wake_sleep, mcem, iwae")),
     (["algorithm=mcem", "eval.marginal=is"], ("eval.marginal=is", "encoder")),
     (["eval.iwae_k=[5,0]"], ("eval.iwae_k=0", ">= 1")),
     (["algorithm=mcem", "eval.iwae_k=[5]"], ("eval.iwae_k", "encoder")),
@@ -290,7 +290,7 @@ def test_help_explains_every_top_level_key_with_examples(tmp_path):
         assert re.search(rf"^{field.name}[=.]", result.stdout, re.M), field.name
     for group in ("sweep", "experiment"):
         assert re.search(rf"^{group}=", result.stdout, re.M)
-    assert "algorithm: aevb, mcem, wake_sleep" in result.stdout  # the config groups, from conf/
+    assert "algorithm: aevb, iwae, mcem, wake_sleep" in result.stdout  # the config groups, from conf/
     examples = result.stdout.split("== Examples ==")[1].strip().splitlines()
     assert len([line for line in examples if line.startswith("python -m vae_repro.run ")]) == 5
 

@@ -34,7 +34,8 @@ def test_hand_written_passes_on_cuda_equal_the_cpu_passes(likelihood):
     passes = {"negative_elbo_backward": lambda m, dev: m.negative_elbo_backward(x.to(dev), eps.to(dev)),
               "wake_backward": lambda m, dev: m.wake_backward(x.to(dev), eps.to(dev)),
               "sleep_backward": lambda m, dev: m.sleep_backward(x.to(dev), z.to(dev)),
-              "decoder_backward": lambda m, dev: m.decoder_backward(z.to(dev), x.to(dev))}
+              "decoder_backward": lambda m, dev: m.decoder_backward(z.to(dev), x.to(dev)),
+              "iwae_backward": lambda m, dev: m.iwae_backward(x.to(dev), eps.repeat(1, 5, 1, 1).to(dev))}
     for name, run_pass in passes.items():
         run_pass(cpu, "cpu")
         run_pass(gpu, CUDA)
@@ -77,7 +78,7 @@ def cuda_config(data_root, algorithm: str, max_samples: int) -> Config:
     return cfg
 
 
-@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "mcem"])
+@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "mcem", "iwae"])
 def test_a_cuda_job_trains_and_resumes_to_the_bit(algorithm, data_root, tmp_path):
     """Straight to 1e4 samples, against to 1e3 then on to 1e4 from its checkpoint: the CUDA
     generator's state, the epoch's order and the optimizer's state all come back."""
@@ -95,7 +96,7 @@ def test_a_cuda_job_trains_and_resumes_to_the_bit(algorithm, data_root, tmp_path
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "mcem"])
+@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "mcem", "iwae"])
 def test_steps_replayed_in_a_cuda_graph_equal_eager_steps_to_the_bit(algorithm, data_root, tmp_path):
     """With a warm-up, whose end changes the step size that the graph holds, and dynamic
     binarization, whose batch is a new tensor at every step."""

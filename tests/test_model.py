@@ -211,3 +211,30 @@ def test_log_joint_and_its_gradient_in_z_equal_autograd(likelihood, activation):
     assert torch.allclose(log_joint, reference.detach()) and torch.allclose(model.log_joint(z.detach(), x), log_joint)
     assert torch.allclose(grad, expected_grad)
     assert all(p.grad is None for p in model.parameters())  # HMC's gradient leaves the weights alone
+
+
+def iwae_loss(model, x, eps):
+    """-mean over the batch of log (1/k) sum_i p(x, z_i) / q(z_i|x), by autograd's own distributions."""
+    mean, logvar = model.encode(x)
+    std = torch.exp(0.5 * logvar)
+    z = mean.unsqueeze(1) + std.unsqueeze(1) * eps  # [K, k, B, N_z]
+    stack, k, batch, units = z.shape
+    out = model.decode(z.flatten(1, 2))
+    log_px = model.likelihood.log_prob(out, x.repeat(1, k, 1)).view(stack, k, batch)
+    log_pz = torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1)
+    log_qz = torch.distributions.Normal(mean.unsqueeze(1), std.unsqueeze(1)).log_prob(z).sum(-1)
+    return -(torch.logsumexp(log_px + log_pz - log_qz, 1) - math.log(k)).mean()
+
+
+@pytest.mark.parametrize("likelihood", [None, GaussianPixels(-0.5)], ids=["bernoulli", "gaussian"])
+@pytest.mark.parametrize("k", [1, 5])
+def test_iwae_backward_equals_autograd(likelihood, k):
+    torch.manual_seed(0)
+    model = VAE(input_dim=12, hidden_size=7, latent_dims=4, init_std=0.5, likelihood=likelihood).double()
+    x = torch.rand(1, 5, 12, dtype=torch.float64)
+    eps = torch.randn(1, k, 5, 4, dtype=torch.float64)
+    expected = dict(zip([n for n, _ in model.named_parameters()],
+                        torch.autograd.grad(iwae_loss(model, x, eps), list(model.parameters()))))
+    assert model.iwae_backward(x, eps) is None
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, expected[name], rtol=1e-9, atol=1e-12), name

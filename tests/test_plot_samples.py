@@ -68,3 +68,16 @@ def test_errors_are_one_line(data_root, tmp_path):
     result = plot(tmp_path)
     assert result.returncode == 2
     assert result.stderr == f"error: {tmp_path}: no model.pt here (not a run dir, or the run has not finished)\n"
+
+
+def test_active_units_of_finished_runs_are_listed_one_line_each(tmp_path, data_root, capsys):
+    import active_units
+    runs = [finished_run(tmp_path, data_root, latent_dim) for latent_dim in (2, 5)]
+    assert active_units.main([str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["run", "algorithm", "N_z", "active"]
+    for line, run, latent_dim in zip(lines[1:], runs, (2, 5)):
+        name, algorithm, units, active = line.split()
+        assert (name, algorithm, int(units)) == (str(run), "aevb", latent_dim) and 0 <= int(active) <= latent_dim
+    assert active_units.main([str(tmp_path / "nothing")]) == 2
+    assert "no model.pt below" in capsys.readouterr().err

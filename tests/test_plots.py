@@ -114,6 +114,15 @@ def test_one_panel_legend_fits_and_names_the_band_of_seeds(tmp_path):
     assert_legend_inside_the_figure_and_off_the_panels(fig)
 
 
+def test_iwae_is_drawn_beside_aevb_in_a_colour_of_its_own(tmp_path):
+    make_job(tmp_path / "aevb")
+    make_job(tmp_path / "iwae", metrics(elbo=ELBO + 5.0), {"algorithm.name": "iwae"})
+    fig = draw([tmp_path])
+    assert legend_texts(fig) == ["AEVB (train)", "AEVB (test)", "IWAE (train)", "IWAE (test)"]
+    colours = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
+    assert colours["IWAE (train)"] != colours["AEVB (train)"]
+
+
 def test_no_band_entry_without_seeds(tmp_path):
     make_job(tmp_path / "aevb")
     make_job(tmp_path / "ws", config={"algorithm.name": "wake_sleep"})

@@ -35,7 +35,7 @@ def wait_for_checkpoint(job_dir, process, timeout=120):
 
 # Monte Carlo EM logs no ELBO: its rows compare the marginal likelihood of a few images instead.
 # Its step costs about 16 passes through the decoder, so it gets Figure 3's smaller model.
-ALGORITHM_ARGS = {"aevb": ["algorithm=aevb"], "wake_sleep": ["algorithm=wake_sleep"],
+ALGORITHM_ARGS = {"aevb": ["algorithm=aevb"], "wake_sleep": ["algorithm=wake_sleep"], "iwae": ["algorithm=iwae"],
                   "mcem": ["algorithm=mcem", "latent_dim=3", "model.hidden_size=100", "eval.marginal=hmc",
                            "eval.marginal_points=20", "eval.marginal_burn_in=5", "eval.marginal_samples=10"]}
 

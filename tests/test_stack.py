@@ -3,9 +3,10 @@
 How close "as if alone" is: a model whose N_z is the stack's largest, or a stack of seeds and
 step sizes at one N_z, gives its solo run's results to the bit (each model's slice of a batched
 product is the product it would compute alone, and every other operation is elementwise or
-per model). A model padded to a larger N_z differs by the rounding of its products over the
-padded axis, whose zeros may be summed in another order (a few units in the last place per
-step); the tests allow 1e-6 relative after a short run.
+per model). A model padded to a larger N_z differs by the rounding of its sums over the padded
+axis, whose zeros may be added in another order (a few units in the last place per step, which
+IWAE's importance weights, exponentials of such sums, amplify most); the tests allow 1e-4
+relative after a short run.
 """
 import json
 
@@ -66,6 +67,11 @@ def test_a_stack_computes_each_models_passes_as_alone(likelihood):
         solo.negative_elbo_backward(x[k:k + 1], eps[k])
     assert_grads_as_alone(stack, solos, names)
 
+    stack.iwae_backward(x, padded([e[0] for e in eps], width))  # k = 2 importance samples
+    for k, solo in enumerate(solos):
+        solo.iwae_backward(x[k:k + 1], eps[k])
+    assert_grads_as_alone(stack, solos, names)
+
     stack.wake_backward(x, padded([e[0] for e in eps], width))
     for k, solo in enumerate(solos):
         solo.wake_backward(x[k:k + 1], eps[k])
@@ -105,10 +111,10 @@ def assert_rows_close(got: list[dict], expected: list[dict], exact: bool):
     assert [r["samples"] for r in got] == [r["samples"] for r in expected]
     for a, b in zip(got, expected):
         for column, value in b.items():
-            assert (a[column] == value) if exact else float(a[column]) == pytest.approx(float(value), rel=1e-6), column
+            assert (a[column] == value) if exact else float(a[column]) == pytest.approx(float(value), rel=1e-4), column
 
 
-@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep"])
+@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "iwae"])
 def test_stacked_models_end_where_their_solo_runs_end(data_root, tmp_path, algorithm):
     settings = [(2, 0, 0.02), (5, 1, 0.05), (5, 2, 0.02)]  # N_z, seed, step size
     cfgs = [quick_config(data_root, *s) for s in settings]

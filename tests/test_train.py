@@ -8,7 +8,7 @@ from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
 from vae_repro.data import load_dataset, select_train, to_unit_interval
 from vae_repro.adagrad import Adagrad
 from vae_repro.checkpoint import build_model, load_run
-from vae_repro.metrics import METRIC_COLUMNS, metric_columns
+from vae_repro.metrics import METRIC_COLUMNS, active_units, metric_columns
 from vae_repro.model import VAE
 from vae_repro.train import Diverged, Job, train
 
@@ -260,3 +260,26 @@ def test_iwae_bounds_are_written_beside_the_elbo_and_tighten_with_k(data_root, t
             assert bounds[0] == pytest.approx(elbo, abs=1.0)  # one sample: the ELBO, its KL sampled
             assert elbo < bounds[1] < bounds[2]
     assert summary["test_iwae50"] == float(rows[-1]["test_iwae50"])
+
+
+def test_iwae_with_one_sample_is_aevb_and_with_five_trains(data_root, tmp_path):
+    runs = {}
+    for name, algorithm, k in (("aevb", "aevb", 5), ("iwae1", "iwae", 1), ("iwae5", "iwae", 5)):
+        cfg = quick_config(data_root, max_samples=3000)
+        cfg.algorithm.name, cfg.algorithm.k, cfg.eval.iwae_k = algorithm, k, [5]
+        assert train(cfg, tmp_path / name)["status"] == "completed"
+        runs[name] = rows_without_wall_time(tmp_path / name)
+    assert runs["iwae1"] == runs["aevb"]  # the ELBO's own step, with its KL in closed form
+    assert runs["iwae5"] != runs["aevb"]
+    assert float(runs["iwae5"][-1]["test_iwae5"]) > float(runs["iwae5"][0]["test_iwae5"]) + 10
+
+
+def test_active_units_count_the_latent_units_whose_mean_varies_across_images():
+    model = VAE(input_dim=4, hidden_size=3, latent_dims=[3, 2], init_std=0.0)
+    with torch.no_grad():
+        model.enc_hidden.weight[:, 0, 0] = 1.0  # hidden unit 0 follows pixel 0
+        model.enc_out.weight[0, 1, 0] = 2.0  # model 0: the mean of unit 1 follows it
+        model.enc_out.weight[1, 0, 0] = 0.01  # model 1: unit 0 barely moves
+    images = torch.tensor([[0, 0, 0, 0], [255, 0, 0, 0]] * 50, dtype=torch.uint8)
+    assert active_units(model, images) == [1, 0]
+    assert active_units(model, images, threshold=1e-6) == [1, 1]

@@ -1,4 +1,5 @@
-"""The training algorithms of Figures 2 and 3, each one step function chosen once per job.
+"""The training algorithms of Figures 2 and 3, and IWAE beyond the paper, each one step function
+chosen once per job.
 
 A step takes a minibatch per model of the stack x ([K, B, D], values in [0, 1]) and the
 indices of its images in the training set ([K, B]), draws its noise from the stack's Noise
@@ -28,6 +29,20 @@ def aevb_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: 
 
     def step(x: torch.Tensor, idx: torch.Tensor) -> None:
         model.negative_elbo_backward(x, noise.latent(cfg.train.mc_samples, x.shape[1]))
+        update()
+    return step, {}
+
+
+def iwae_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
+    """One Adagrad step on IWAE's loss with k = algorithm.k importance samples (Burda et al., 2015). At
+    k = 1 the bound is the ELBO, and the step is AEVB's, whose KL in closed form is the better
+    estimator of the same gradient."""
+    if cfg.algorithm.k == 1:
+        return aevb_step(model, optimizer, cfg, n_train, noise)
+    update = optimizer.updater(list(model.parameters()))
+
+    def step(x: torch.Tensor, idx: torch.Tensor) -> None:
+        model.iwae_backward(x, noise.latent(cfg.algorithm.k, x.shape[1]))
         update()
     return step, {}
 
@@ -74,7 +89,7 @@ def mcem_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: 
     return step, chains
 
 
-STEPS = {"aevb": aevb_step, "wake_sleep": wake_sleep_step, "mcem": mcem_step}
+STEPS = {"aevb": aevb_step, "iwae": iwae_step, "wake_sleep": wake_sleep_step, "mcem": mcem_step}
 
 
 def replayed_in_cuda_graph(step: Step, optimizer: Adagrad, noise: Noise) -> Step:

@@ -39,6 +39,7 @@ class AlgorithmName(StrEnum):
     aevb = "aevb"  # the paper's SGVB estimator on the ELBO
     wake_sleep = "wake_sleep"  # Hinton et al. (1995), the baseline of Figure 2
     mcem = "mcem"  # Monte Carlo EM: no encoder, HMC on a persistent z per datapoint (Figure 3)
+    iwae = "iwae"  # Burda et al. (2015): the importance-weighted bound with algorithm.k samples
 
 
 # none; hmc: the paper's appendix D, HMC posterior samples, a fitted q(z), 1/p(x) ~ mean q(z)/p(x, z);
@@ -80,6 +81,7 @@ class AlgorithmConfig:
     hmc_leapfrog_steps: int = 10
     hmc_target_accept: float = 0.9
     m_steps: int = 5
+    k: int = 5  # iwae only: importance samples per datapoint (k = 1 is AEVB)
 
 
 @dataclass
@@ -199,6 +201,7 @@ def check_config(cfg: Config) -> None:
         _positive_count("data.train_size", cfg.data.train_size)
     _positive_count("algorithm.hmc_leapfrog_steps", cfg.algorithm.hmc_leapfrog_steps)
     _positive_count("algorithm.m_steps", cfg.algorithm.m_steps)
+    _positive_count("algorithm.k", cfg.algorithm.k)
     if not 0 < cfg.algorithm.hmc_target_accept < 1:
         raise ConfigError(f"algorithm.hmc_target_accept={cfg.algorithm.hmc_target_accept}: expected a number "
                           "between 0 and 1")

@@ -68,6 +68,15 @@ def evaluate_iwae(model: VAE, x: torch.Tensor, k: int, seeds: list[int], binariz
 
 
 @torch.inference_mode()
+def active_units(model: VAE, x: torch.Tensor, threshold: float = 0.01) -> list[int]:
+    """Per model of the stack, its active latent units on the uint8 images `x`: the units j whose
+    encoder mean varies across the images, Cov_x(E_q[z_j]) > threshold (Burda et al., 2015, sec. 5.2)."""
+    means = torch.cat([model.encode(to_unit_interval(chunk).expand(len(model.latent_dims), -1, -1))[0]
+                       for chunk in x.split(EVAL_CHUNK)], dim=1)  # [K, N, N_z]; zero in the padding
+    return (means.double().var(1) > threshold).sum(1).tolist()
+
+
+@torch.inference_mode()
 def evaluate_marginal(estimator, model: VAE, x: torch.Tensor, seeds: list[int], binarize_dynamic: bool) -> list[float]:
     """Per model of the stack, the average estimated log p(x) of the uint8 images `x`, with the same
     noise at every call."""

@@ -212,7 +212,11 @@ class VAE(nn.Module):
         """The gradient of scale * -sum log p(x|z) over the rows of z and x, written into the decoder's
         .grad; returns its gradient with respect to the decoder's hidden pre-activation."""
         h_dec, out = self._decoder_forward(z)
-        d_out = self.likelihood.nll_grad(out, x, scale)
+        return self._decoder_backward_from(z, h_dec, self.likelihood.nll_grad(out, x, scale))
+
+    def _decoder_backward_from(self, z: torch.Tensor, h_dec: torch.Tensor, d_out: torch.Tensor) -> torch.Tensor:
+        """The decoder's .grad from the gradient of its output layer; returns the gradient of its hidden
+        pre-activation."""
         d_dec_hidden = d_out.bmm(self.dec_out.weight).mul_(self.act_grad(h_dec))
         _set_grads(self.dec_out, d_out, h_dec)
         _set_grads(self.dec_hidden, d_dec_hidden, z)
@@ -232,6 +236,30 @@ class VAE(nn.Module):
         d_mean, d_logvar = d_enc_out.chunk(2, dim=-1)
         torch.add(d_z.sum(1), mean, alpha=1.0 / batch, out=d_mean)
         torch.add((d_z * eps).sum(1) * (0.5 * std), (std.square() - 1.0) * (0.5 / batch), out=d_logvar)
+        self._encoder_backward(x, h_enc, d_enc_out)
+
+    @torch.no_grad()
+    def iwae_backward(self, x: torch.Tensor, eps: torch.Tensor) -> None:
+        """The gradient of IWAE's loss, the mean over the batch of -log (1/k) sum_i w_i with the k
+        importance weights w_i = p(x, z_i) / q(z_i|x), z_i = mean + std * eps_i, in every parameter's
+        .grad: each sample's gradient of log w_i weighted by its normalized weight (Burda et al.,
+        2015, eq. 14). log q(z_i|x) and log p(z_i) count each model's own units of z."""
+        stack, n_samples, batch = eps.shape[:3]
+        h_enc, mean, logvar = self._encoder_forward(x)
+        z, std = reparameterize(mean, logvar, eps)
+        h_dec, out = self._decoder_forward(z)
+        nll, d_out = self.likelihood.nll_backward(out, x.repeat(1, n_samples, 1) if n_samples > 1 else x, 1.0)
+        log_q = -0.5 * (self.own_units.view(-1, 1, 1) * LOG_2PI + logvar.sum(-1).unsqueeze(1) + eps.square().sum(-1))
+        log_w = (self.log_prior(z) - nll).view(stack, n_samples, batch) - log_q
+        weights = torch.softmax(log_w, dim=1).div_(batch).view(stack, n_samples * batch, 1)
+        d_dec_hidden = self._decoder_backward_from(z, h_dec, d_out.mul_(weights))
+        d_z = torch.baddbmm(weights * z, d_dec_hidden, self.dec_hidden.weight).view(stack, n_samples, batch, -1)
+        d_enc_out = torch.empty(stack, batch, 2 * self.latent_dim, dtype=x.dtype, device=x.device)
+        d_mean, d_logvar = d_enc_out.chunk(2, dim=-1)
+        torch.sum(d_z, 1, out=d_mean)
+        torch.sub((d_z * eps).sum(1) * (0.5 * std), 0.5 / batch, out=d_logvar)
+        if self.own_outputs is not None:  # the padding's log variance would have the constant's gradient
+            d_enc_out.mul_(self.own_outputs)
         self._encoder_backward(x, h_enc, d_enc_out)
 
     @torch.no_grad()
@@ -291,7 +319,7 @@ class VAE(nn.Module):
 
 
 # The passes a training step and an evaluation run, which `compile_passes` hands to torch.compile.
-COMPILED_PASSES = ("forward", "negative_elbo_backward", "wake_backward", "sleep_backward", "decoder_backward",
+COMPILED_PASSES = ("forward", "negative_elbo_backward", "iwae_backward", "wake_backward", "sleep_backward", "decoder_backward",
                    "dream", "log_joint_and_grad")
 
 

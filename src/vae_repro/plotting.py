@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from vae_repro.config import flat
 
-COLOURS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue"}
+COLOURS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue", "iwae": "tab:purple"}
 # Config keys that do not make two runs different settings: seeds are what the band is drawn
 # over, and the others say where, how fast or how long a run ran, not what it trained.
 NOT_A_SETTING = {"seed", "data.root", "data.download", "device", "threads", "train.progress",
