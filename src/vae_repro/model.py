@@ -4,10 +4,10 @@ whose every product is one batched call for all K (a single model is the stack o
 
 Besides the autograd forward pass, the model has hand-written backward passes for the
 training steps (at batch 100 on a CPU, autograd's bookkeeping costs about a fifth of a
-step): the negative ELBO for AEVB, and the wake and sleep losses of wake-sleep. Each writes
-its gradient into .grad of the parameters it trains and leaves the others' .grad as None;
-none computes the loss itself, which the update does not need (a diverging run shows in
-its weights). tests/test_model.py checks them against autograd.
+step): the negative ELBO for AEVB, IWAE's loss, and the wake and sleep losses of wake-sleep.
+Each writes its gradient into .grad of the parameters it trains and leaves the others' .grad
+as None; none computes the loss itself, which the update does not need (a diverging run shows
+in its weights). tests/test_model.py checks them against autograd.
 """
 import logging
 
@@ -94,7 +94,7 @@ class VAE(nn.Module):
         own = torch.arange(self.latent_dim) < torch.tensor(self.latent_dims).unsqueeze(-1)  # [K, N_z]
         padded = bool(self.latent_dims) and min(self.latent_dims) < self.latent_dim
         device = self.enc_out.weight.device
-        # Zero on the padding of the encoder's output: the sleep phase would train it.
+        # Zero on the padding of the encoder's output: the sleep phase and IWAE would train it.
         self.own_outputs = own.repeat(1, 2).unsqueeze(1).to(device, torch.float32) if padded else None
         self.own_units = torch.tensor(self.latent_dims, dtype=torch.float32, device=device)
 
