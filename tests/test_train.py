@@ -230,7 +230,8 @@ def test_a_step_size_that_wrecks_the_run_without_a_nan_is_flagged(data_root, tmp
     assert "warning" not in train(quick_config(data_root, max_samples=2000, eval_start=500), tmp_path / "fine")
 
 
-def test_results_do_not_depend_on_the_thread_count(data_root, tmp_path):
+@pytest.mark.parametrize("algorithm", ["aevb", "iwae"])
+def test_results_do_not_depend_on_the_thread_count(data_root, tmp_path, algorithm):
     """MKL's strict reproducible mode (vae_repro/__init__.py) gives the same products on any thread count,
     so a job's threads may follow the machine's load."""
     most = torch.get_num_threads()
@@ -238,7 +239,7 @@ def test_results_do_not_depend_on_the_thread_count(data_root, tmp_path):
         for threads in (1, 2):
             torch.set_num_threads(threads)
             cfg = quick_config(data_root, max_samples=2000)
-            cfg.threads = threads  # fixed: the job keeps the count set here
+            cfg.threads, cfg.algorithm.name = threads, algorithm  # fixed: the job keeps the count set here
             train(cfg, tmp_path / str(threads))
     finally:
         torch.set_num_threads(most)

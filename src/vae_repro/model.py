@@ -251,7 +251,8 @@ class VAE(nn.Module):
         nll, d_out = self.likelihood.nll_backward(out, x.repeat(1, n_samples, 1) if n_samples > 1 else x, 1.0)
         log_q = -0.5 * (self.own_units.view(-1, 1, 1) * LOG_2PI + logvar.sum(-1).unsqueeze(1) + eps.square().sum(-1))
         log_w = (self.log_prior(z) - nll).view(stack, n_samples, batch) - log_q
-        weights = torch.softmax(log_w, dim=1).div_(batch).view(stack, n_samples * batch, 1)
+        # Normalized per datapoint along the last dim: along dim 1, softmax's result depends on the thread count.
+        weights = torch.softmax(log_w.transpose(1, 2), dim=-1).div_(batch).transpose(1, 2).reshape(stack, -1, 1)
         d_dec_hidden = self._decoder_backward_from(z, h_dec, d_out.mul_(weights))
         d_z = torch.baddbmm(weights * z, d_dec_hidden, self.dec_hidden.weight).view(stack, n_samples, batch, -1)
         d_enc_out = torch.empty(stack, batch, 2 * self.latent_dim, dtype=x.dtype, device=x.device)
