@@ -15,7 +15,7 @@ import torch
 from conftest import metrics_rows, rows_without_wall_time
 
 from vae_repro.checkpoint import load_run
-from vae_repro.config import Config, DataConfig, TrainConfig
+from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
 from vae_repro.likelihoods import GaussianPixels
 from vae_repro.model import VAE
 from vae_repro.noise import Noise
@@ -132,6 +132,21 @@ def test_stacked_models_end_where_their_solo_runs_end(data_root, tmp_path, algor
         assert json.loads((dirs[k] / "summary.json").read_text())["lr"] == cfg.optimizer.lr
     # A run of one of them alone (any launcher) takes up its checkpoint: complete already.
     assert "already complete" in train(cfgs[0], dirs[0])["message"]
+
+
+def test_stacked_monte_carlo_em_keeps_each_models_chains(data_root, tmp_path):
+    """Each model's z per training image and HMC step size are its own, as alone."""
+    cfgs = [quick_config(data_root, 3, seed) for seed in (0, 1)]
+    for cfg in cfgs:
+        cfg.algorithm.name, cfg.model.hidden_size = "mcem", 20
+        cfg.eval = EvalConfig(marginal="hmc", marginal_points=20, marginal_burn_in=3, marginal_samples=4)
+    train_stack(cfgs, [tmp_path / "0", tmp_path / "1"])
+    for k, cfg in enumerate(cfgs):
+        train(cfg, tmp_path / f"solo{k}")
+        assert rows_without_wall_time(tmp_path / str(k)) == rows_without_wall_time(tmp_path / f"solo{k}")
+        stacked, alone = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)["algorithm_state"]
+                          for d in (str(k), f"solo{k}"))
+        assert all(torch.equal(stacked[key], alone[key]) for key in alone)
 
 
 def test_a_model_that_diverges_leaves_the_stack_and_the_others_go_on(data_root, tmp_path):
