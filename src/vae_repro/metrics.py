@@ -35,6 +35,13 @@ def eval_schedule(start: int, per_decade: int, max_samples: int, batch_size: int
     return sorted(points)
 
 
+def for_each_model(images: torch.Tensor, noise: Noise, binarize_dynamic: bool) -> torch.Tensor:
+    """uint8 images [N, D] as [K, N, D] in [0, 1], one view per model of the stack; binarized with
+    each model's own noise if `data.binarize=dynamic`."""
+    x = to_unit_interval(images).expand(len(noise.gens), -1, -1)
+    return noise.bernoulli(x) if binarize_dynamic else x
+
+
 @torch.inference_mode()
 def evaluate(model: VAE, x: torch.Tensor, mc_samples: int, seeds: list[int],
              binarize_dynamic: bool) -> list[tuple[float, float, float]]:
@@ -45,9 +52,7 @@ def evaluate(model: VAE, x: torch.Tensor, mc_samples: int, seeds: list[int],
     noise = Noise.seeded(seeds, model.latent_dims, x.device, model.latent_dim)
     totals = torch.zeros(len(seeds), 2, dtype=torch.float64, device=x.device)
     for chunk in x.split(EVAL_CHUNK):
-        chunk = to_unit_interval(chunk).expand(len(seeds), -1, -1)
-        if binarize_dynamic:
-            chunk = noise.bernoulli(chunk)
+        chunk = for_each_model(chunk, noise, binarize_dynamic)
         log_px, kl = model(chunk, noise.latent(mc_samples, chunk.shape[1]))
         totals += torch.stack([log_px.sum(1), kl.sum(1)], dim=1).double()
     return [(log_px - kl, log_px, kl) for log_px, kl in (totals / len(x)).tolist()]
@@ -60,10 +65,7 @@ def evaluate_iwae(model: VAE, x: torch.Tensor, k: int, seeds: list[int], binariz
     noise = Noise.seeded(seeds, model.latent_dims, x.device, model.latent_dim)
     total = torch.zeros(len(seeds), dtype=torch.float64, device=x.device)
     for chunk in x.split(EVAL_CHUNK):
-        chunk = to_unit_interval(chunk).expand(len(seeds), -1, -1)
-        if binarize_dynamic:
-            chunk = noise.bernoulli(chunk)
-        total += is_log_marginal(model, chunk, k, noise).double().sum(1)
+        total += is_log_marginal(model, for_each_model(chunk, noise, binarize_dynamic), k, noise).double().sum(1)
     return (total / len(x)).tolist()
 
 
@@ -81,10 +83,7 @@ def evaluate_marginal(estimator, model: VAE, x: torch.Tensor, seeds: list[int], 
     """Per model of the stack, the average estimated log p(x) of the uint8 images `x`, with the same
     noise at every call."""
     noise = Noise.seeded(seeds, model.latent_dims, x.device, model.latent_dim)
-    x = to_unit_interval(x).expand(len(seeds), -1, -1)
-    if binarize_dynamic:
-        x = noise.bernoulli(x)
-    return estimator(model, x, noise=noise).double().mean(1).tolist()
+    return estimator(model, for_each_model(x, noise, binarize_dynamic), noise=noise).double().mean(1).tolist()
 
 
 class MetricsLog:
