@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from vae_repro.checkpoint import CheckpointError, load_run
-from vae_repro.data import DataError, load_dataset
+from vae_repro.data import DataError, data_source, load_dataset
 from vae_repro.metrics import active_units
 
 
@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         try:
             cfg, model = load_run(run)
-            test_x = load_dataset(str(cfg.data.name), cfg.data.root, download=False)[1]
+            cfg.data.download = False
+            test_x = load_dataset(*data_source(cfg)).test
         except (CheckpointError, DataError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

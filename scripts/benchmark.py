@@ -47,7 +47,7 @@ from textbook import BATCH, LR, textbook_frey, textbook_mnist
 from vae_repro.checkpoint import StopSignals
 from vae_repro.config import (AlgorithmConfig, Config, ConfigError, DataConfig, EvalConfig, ModelConfig,
                               OptimizerConfig, TrainConfig)
-from vae_repro.data import DATASETS, DataError, load_dataset, load_frey_face, write_idx
+from vae_repro.data import DATASETS, DataError, Images, load_dataset, load_frey_face, write_idx
 from vae_repro.machine import resolve_device
 from vae_repro.metrics import eval_schedule, evaluate, evaluate_marginal
 from vae_repro.train import Job
@@ -109,7 +109,7 @@ class Project:
     """This project's job, driven step by step: its batches, its step function, its evaluation."""
 
     def __init__(self, cfg: Config, train_x, test_x):
-        self.job = Job([cfg], [Path(tempfile.mkdtemp())], data=(train_x, test_x))
+        self.job = Job([cfg], [Path(tempfile.mkdtemp())], data=Images(train_x, test_x, None))
 
     def train(self, samples):
         self.job.train_steps(samples // BATCH, StopSignals())  # the runner's own loop, with no signal handlers set
@@ -180,7 +180,7 @@ def job_samples_per_s(cfg: Config, train_x, test_x, device) -> tuple[float, floa
     steps, every PROBE_EVERY_S seconds; the probes' time is taken out of the job's."""
     rates, probe_s = [matmul_gflops(device, seconds=PROBE_S)], 0.0
     with tempfile.TemporaryDirectory() as out:
-        job = Job([cfg], [Path(out)], data=(train_x, test_x))
+        job = Job([cfg], [Path(out)], data=Images(train_x, test_x, None))
         train_steps, last_probe = job.train_steps, time.perf_counter()
 
         def train_steps_and_probe(n, stop):
@@ -274,11 +274,11 @@ def benchmark_data(args, tmp: Path) -> tuple[Path, str, torch.Tensor, torch.Tens
     synthetic MNIST files under `tmp` where they are missing."""
     root, dataset = args.data_root.resolve(), args.dataset
     try:
-        return (root, dataset, *load_dataset(dataset, root, download=False))
+        return (root, dataset, *load_dataset(dataset, root, download=False)[:2])
     except DataError:
         print(f"no {args.dataset} files under {args.data_root}: using random full-size synthetic data")
         root = synthetic_root(tmp / "synthetic")
-        return (root, "mnist", *load_dataset("mnist", root, download=False))
+        return (root, "mnist", *load_dataset("mnist", root, download=False)[:2])
 
 
 def frey_frames(root: Path):

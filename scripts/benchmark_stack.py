@@ -27,7 +27,7 @@ import torch
 from benchmark import (BATCH, FIG3_TRAIN, PAPER_SAMPLES, benchmark_data, best_in_turns, frey_frames, parsed,
                        setup_config)
 
-from vae_repro.data import DATASETS
+from vae_repro.data import DATASETS, Images
 from vae_repro.stacks import plan_stacks
 from vae_repro.train import Job
 
@@ -45,7 +45,7 @@ def stack_train(setup: str, latent_dims: list[int], seeds: list[int], data, devi
         cfg = setup_config(setup, device, algorithm)
         cfg.latent_dim, cfg.seed = latent_dim, seed
         cfgs.append(cfg)
-    job = Job(cfgs, [Path(tempfile.mkdtemp()) for _ in cfgs], data=data)
+    job = Job(cfgs, [Path(tempfile.mkdtemp()) for _ in cfgs], data=Images(*data, None))
 
     def train(samples):
         job.train_steps(samples // BATCH, StopNever())

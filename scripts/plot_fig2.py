@@ -21,14 +21,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vae_repro.data import DATASET_TITLES  # noqa: E402
 from vae_repro import plotting  # noqa: E402
 from vae_repro.plotting import PlotError  # noqa: E402
 
 COLUMNS = ("train_elbo", "test_elbo")  # drawn unless --column says otherwise
-DATASET_ORDER = ["mnist", "fashion_mnist", "frey_face"]  # rows, top to bottom, as in the paper
+DATASET_ORDER = ["MNIST", "Fashion-MNIST", "Frey Face"]  # rows, top to bottom, as in the paper; others after
 # The y range of the paper's ELBO panels, for its model of each dataset (plotting.y_range widens it to the data).
-PAPER_YLIM = {("mnist", "bernoulli"): (-150.0, -95.0), ("frey_face", "gaussian"): (0.0, 1600.0)}
+PAPER_YLIM = {("MNIST", "bernoulli"): (-150.0, -95.0), ("Frey Face", "gaussian"): (0.0, 1600.0)}
 # The algorithms of Figure 2 as its legend names them, and IWAE (Burda et al., 2015) beside them.
 NAMES = {"aevb": "AEVB", "wake_sleep": "WS", "iwae": "IWAE"}
 SHOWN = {"data.name", "latent_dim", "algorithm.name"}  # told apart by rows, panels and colours
@@ -68,13 +67,17 @@ def read_runs(dirs: list[Path], columns: tuple[str, ...] = COLUMNS) -> pd.DataFr
     return plotting.with_settings(rows, SHOWN, within="dataset")  # each dataset has rows of its own
 
 
+def dataset_order(title: str) -> int:
+    return DATASET_ORDER.index(title) if title in DATASET_ORDER else len(DATASET_ORDER)
+
+
 def plot(rows: pd.DataFrame, columns: tuple[str, ...] = COLUMNS, ylim: tuple[float, float] | None = None
          ) -> plt.Figure:
     """A row of panels per dataset and setting, in the paper's order, one panel per N_z in increasing N_z.
     Each row's y range fits its curves (see plotting.y_range), with the paper's range for an ELBO, unless
     `ylim` is given."""
     row_keys = sorted(rows[["dataset", "setting"]].drop_duplicates().itertuples(index=False),
-                      key=lambda k: (DATASET_ORDER.index(k.dataset), k.setting))
+                      key=lambda k: (dataset_order(k.dataset), k.dataset, k.setting))
     data_of = {key: rows[(rows["dataset"] == key.dataset) & (rows["setting"] == key.setting)] for key in row_keys}
     latent_dims = {key: sorted(data["latent_dim"].unique()) for key, data in data_of.items()}
     n_cols = max(len(dims) for dims in latent_dims.values())
@@ -88,7 +91,7 @@ def plot(rows: pd.DataFrame, columns: tuple[str, ...] = COLUMNS, ylim: tuple[flo
         for ax, latent_dim in zip(row_axes, latent_dims[key]):
             panel = data[data["latent_dim"] == latent_dim]
             plotting.draw_curves(ax, panel, columns, NAMES)
-            title = f"{DATASET_TITLES[key.dataset]}, $N_z$ = {latent_dim}"
+            title = f"{key.dataset}, $N_z$ = {latent_dim}"
             ax.set_title(title + (f"\n{key.setting}" if key.setting else ""), fontsize="medium")
             plotting.log_x_axis(ax)
             ax.set_xlabel("# training samples evaluated")

@@ -10,15 +10,16 @@ import torch
 from conftest import QUICK, REPO, make_frey_root, make_mnist_root, run_cli
 
 from vae_repro.config import AlgorithmConfig, Config, DataConfig, ModelConfig, TrainConfig
-from vae_repro.data import DataError, load_dataset
+from vae_repro.data import DataError, Images, load_dataset
 from vae_repro.train import Diverged, train
 
 
 def test_frames_are_read_as_rows_of_28_by_20_and_split_1600_365(tmp_path):
     frames = np.arange(560 * 1965, dtype=np.int64).reshape(1965, 560).T % 251  # frame i in column i
     make_frey_root(tmp_path, frames.astype(np.uint8))
-    train_x, test_x = load_dataset("frey_face", tmp_path, download=False)
+    train_x, test_x, shape = load_dataset("frey_face", tmp_path, download=False)
     assert train_x.dtype == torch.uint8 and train_x.shape == (1600, 560) and test_x.shape == (365, 560)
+    assert shape == (28, 20)
     assert torch.equal(train_x[7], torch.from_numpy(frames[:, 7].astype(np.uint8)))
     assert torch.equal(test_x[0], torch.from_numpy(frames[:, 1600].astype(np.uint8)))
 
@@ -124,7 +125,7 @@ def test_gaussian_decoder_on_constant_pixels_diverges_with_a_remedy_and_the_floo
     rng = np.random.default_rng(0)
     images = np.zeros((300, 784), np.uint8)  # borders always 0, as MNIST's
     images[:, 300:480] = rng.integers(0, 256, (300, 180))
-    data = (torch.from_numpy(images), torch.from_numpy(images[:100]))
+    data = Images(torch.from_numpy(images), torch.from_numpy(images[:100]), (28, 28))
     cfg = Config(device="cpu", model=ModelConfig(likelihood="gaussian"),
                  train=TrainConfig(max_samples=200_000, eval_start=200_000, progress=False))
     with pytest.raises(Diverged, match=r"model\.decoder_logvar_min=-10"):

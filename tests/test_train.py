@@ -45,7 +45,7 @@ def test_load_run_gives_back_config_and_trained_model(data_root, tmp_path):
     saved = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(saved[k], v) for k, v in model.own_state_dict(0).items())
     assert saved["dec_hidden.weight"].shape == (500, cfg.latent_dim)  # a single model's file
-    _, test_x = load_dataset("mnist", data_root, download=False)
+    test_x = load_dataset("mnist", data_root, download=False).test
     log_px, kl = model(to_unit_interval(test_x[:5])[None], torch.zeros(1, 1, 5, cfg.latent_dim))
     assert log_px.shape == kl.shape == (1, 5)
 

@@ -28,6 +28,8 @@ class DatasetName(StrEnum):
     mnist = "mnist"
     fashion_mnist = "fashion_mnist"
     frey_face = "frey_face"
+    array = "array"  # your own images in a .npy or .npz file: data.path
+    folder = "folder"  # your own images as PNG or JPEG files in a folder: data.root
 
 
 class Likelihood(StrEnum):
@@ -71,6 +73,11 @@ class DataConfig:
     download: bool = True
     binarize: Binarize = Binarize.none
     train_size: Optional[int] = None  # keep the first N training images; None keeps all
+    path: Optional[str] = None  # data=array: the .npy or .npz file
+    # A .npy file, or a folder without train/ and test/, is split: its last images are the test set,
+    # this fraction of them (< 1) or this many (>= 1).
+    test_size: float = 0.1
+    image_shape: Optional[list[int]] = None  # [rows, columns] of an [N, D] array's images, for the pictures
 
 
 @dataclass
@@ -172,6 +179,10 @@ class ConfigError(ValueError):
     """A config value out of range; the message names the key."""
 
 
+class DataError(RuntimeError):
+    """Data missing, unreadable or unfit; the message says which file and what to do."""
+
+
 def _positive_count(key: str, value: float) -> None:
     if not (math.isfinite(value) and value >= 1 and value == int(value)):
         raise ConfigError(f"{key}={value}: expected a whole number >= 1")
@@ -197,8 +208,7 @@ def check_config(cfg: Config) -> None:
                        ("eval.marginal_burn_in", cfg.eval.marginal_burn_in)):
         if count < 0:
             raise ConfigError(f"{key}={count}: expected a whole number >= 0")
-    if cfg.data.train_size is not None:
-        _positive_count("data.train_size", cfg.data.train_size)
+    _check_data(cfg)
     _positive_count("algorithm.hmc_leapfrog_steps", cfg.algorithm.hmc_leapfrog_steps)
     _positive_count("algorithm.m_steps", cfg.algorithm.m_steps)
     _positive_count("algorithm.k", cfg.algorithm.k)
@@ -206,6 +216,19 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"algorithm.hmc_target_accept={cfg.algorithm.hmc_target_accept}: expected a number "
                           "between 0 and 1")
     _check_marginal(cfg)
+
+
+def _check_data(cfg: Config) -> None:
+    data = cfg.data
+    if data.train_size is not None:
+        _positive_count("data.train_size", data.train_size)
+    if not (0 < data.test_size < 1 or data.test_size >= 1 and data.test_size == int(data.test_size)):
+        raise ConfigError(f"data.test_size={data.test_size}: expected a fraction between 0 and 1, or a whole "
+                          "number of images >= 1")
+    if data.image_shape is not None and (len(data.image_shape) != 2 or min(data.image_shape) < 1):
+        raise ConfigError(f"data.image_shape={data.image_shape}: expected [rows, columns], both >= 1")
+    if str(data.name) == "array" and not data.path:
+        raise ConfigError("data.path: data=array reads your images from a .npy or .npz file; give its path")
 
 
 def _check_marginal(cfg: Config) -> None:

@@ -1,10 +1,10 @@
-"""The datasets as two uint8 tensors: MNIST and Fashion-MNIST read from their IDX files, Frey
-Face from its .mat file with scipy.
+"""The datasets as two tensors of images: MNIST and Fashion-MNIST read from their IDX files, Frey
+Face from its .mat file with scipy, a user's own from an array or a folder (own_images.py).
 
-The whole dataset is held as one [N, D] uint8 tensor (47 MB for MNIST's 60k training
-digits) so that a batch is a row gather and a conversion, not 100 image decodes. torchvision
-downloads missing files into the layout it knows; it is imported only then, since importing
-it takes over a second. `prepare_data` makes of them what a job trains on: the training images
+The whole dataset is held as one [N, D] tensor, uint8 grey levels (47 MB for MNIST's 60k
+training digits) or float32 in [0, 1], so that a batch is a row gather and a conversion, not
+100 image decodes. torchvision downloads missing files into the layout it knows; it is
+imported only then, since importing it takes over a second. `prepare_data` makes of them what a job trains on: the training images
 it keeps, binarized or not, on its device.
 """
 import contextlib
@@ -15,11 +15,13 @@ import math
 import shutil
 import struct
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from vae_repro.config import Config, ConfigError
+from vae_repro.config import Config, ConfigError, DataError
+from vae_repro.own_images import load_array, load_folder
 
 # torchvision's dataset class, and the dir below data.root where it keeps the files, for each.
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -33,8 +35,12 @@ FREY_FRAMES, FREY_TRAIN = 1965, 1600
 STATIC_BINARIZE_SEED = 1234  # one binarized dataset shared by all seeds and runs
 
 
-class DataError(RuntimeError):
-    """Data missing or unreadable; the message says which file and what to do."""
+class Images(NamedTuple):
+    """A dataset: training and test images [N, D], uint8 grey levels 0..255 or float32 in [0, 1],
+    and their shape as rows and columns (None for an [N, D] array given no data.image_shape)."""
+    train: torch.Tensor
+    test: torch.Tensor
+    shape: tuple[int, int] | None
 
 
 def raw_dir(name: str, root: str | Path) -> Path:
@@ -138,14 +144,32 @@ def load_frey_face(root: str | Path, download: bool) -> tuple[torch.Tensor, torc
     return frames[:FREY_TRAIN], frames[FREY_TRAIN:]
 
 
+def data_source(cfg: Config) -> tuple:
+    """The arguments of `load_dataset` for the data `cfg` trains on."""
+    data = cfg.data
+    return (str(data.name), data.root, data.download, data.path, data.test_size,
+            tuple(data.image_shape) if data.image_shape else None)
+
+
+def dataset_title(name: str, root: str, path: str | None) -> str:
+    """What figures call a dataset: its name, or the name of the user's own file or folder."""
+    if name == "array":
+        return Path(path).stem
+    return Path(root).name if name == "folder" else DATASET_TITLES.get(name, name)
+
+
 @functools.lru_cache(maxsize=2)  # the pre-check and the job of a command, and jobs one after the other, read once
-def load_dataset(name: str, root: str | Path, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training and test images as uint8 [N, D] tensors (grey levels 0..255), D = rows x columns.
-    Callers share them: they are not to be changed in place."""
+def load_dataset(name: str, root: str | Path, download: bool, path: str | None = None, test_size: float = 0.1,
+                 image_shape: tuple[int, int] | None = None) -> Images:
+    """Training and test images, and their shape. Callers share them: they are not to be changed in place."""
+    if name == "array":
+        return Images(*load_array(Path(path).resolve(), test_size, image_shape))
+    if name == "folder":
+        return Images(*load_folder(Path(root).resolve(), test_size))
     if name == "frey_face":
-        return load_frey_face(Path(root).resolve(), download)
+        return Images(*load_frey_face(Path(root).resolve(), download), IMAGE_SHAPES[name])
     if name not in DATASETS:
-        raise DataError(f"data.name={name}: unknown dataset, expected one of {', '.join(IMAGE_SHAPES)}")
+        raise DataError(f"data.name={name}: unknown dataset, expected one of {', '.join(IMAGE_SHAPES)}, array, folder")
     root = Path(root).resolve()
     files = idx_files(name, root)
     _gunzip_missing(files)
@@ -159,7 +183,8 @@ def load_dataset(name: str, root: str | Path, download: bool) -> tuple[torch.Ten
         _download(name, root)
     for f in files:
         check_idx_file(f)
-    return tuple(read_idx_images(raw_dir(name, root) / f"{split}-images-idx3-ubyte") for split in ("train", "t10k"))
+    train, test = (read_idx_images(raw_dir(name, root) / f"{split}-images-idx3-ubyte") for split in ("train", "t10k"))
+    return Images(train, test, IMAGE_SHAPES[name])
 
 
 def read_idx_images(path: Path) -> torch.Tensor:
@@ -169,16 +194,20 @@ def read_idx_images(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.fromfile(path, dtype=np.uint8, offset=16).reshape(n, -1))
 
 
+def pixel_scale(images: torch.Tensor) -> int:
+    """What the images' values are divided by to lie in [0, 1]."""
+    return 255 if images.dtype == torch.uint8 else 1
+
+
 def to_unit_interval(images: torch.Tensor) -> torch.Tensor:
-    """uint8 grey levels to float32 in [0, 1], the Bernoulli means of p(x|z)."""
-    return images.float().div_(255)
+    """Images as float32 in [0, 1], the Bernoulli means of p(x|z): a new tensor."""
+    return torch.div(images, pixel_scale(images))
 
 
-def prepare_data(cfg: Config, device: torch.device,
-                 data: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training and test images as uint8 [N, D] on `device`: the first `data.train_size` training
-    images if set, binarized once if `data.binarize=static`."""
-    train_x, test_x = data if data is not None else load_dataset(str(cfg.data.name), cfg.data.root, cfg.data.download)
+def prepare_data(cfg: Config, device: torch.device, data: Images | None) -> Images:
+    """Training and test images on `device`: the first `data.train_size` training images if set,
+    binarized once (as uint8 0 or 255) if `data.binarize=static`."""
+    train_x, test_x, shape = data if data is not None else load_dataset(*data_source(cfg))
     train_x = select_train(cfg, train_x)
     if len(train_x) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size}: larger than the {len(train_x)} training images")
@@ -186,7 +215,7 @@ def prepare_data(cfg: Config, device: torch.device,
         gen = torch.Generator().manual_seed(STATIC_BINARIZE_SEED)
         train_x, test_x = (torch.bernoulli(to_unit_interval(x), generator=gen).mul_(255).to(torch.uint8)
                            for x in (train_x, test_x))
-    return train_x.to(device), test_x.to(device)
+    return Images(train_x.to(device), test_x.to(device), shape)
 
 
 def select_train(cfg: Config, train_x: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ def eval_schedule(start: int, per_decade: int, max_samples: int, batch_size: int
 
 
 def for_each_model(images: torch.Tensor, noise: Noise, binarize_dynamic: bool) -> torch.Tensor:
-    """uint8 images [N, D] as [K, N, D] in [0, 1], one view per model of the stack; binarized with
+    """Images [N, D] (uint8 or in [0, 1]) as [K, N, D] in [0, 1], one view per model of the stack; binarized with
     each model's own noise if `data.binarize=dynamic`."""
     x = to_unit_interval(images).expand(len(noise.gens), -1, -1)
     return noise.bernoulli(x) if binarize_dynamic else x
@@ -45,7 +45,7 @@ def for_each_model(images: torch.Tensor, noise: Noise, binarize_dynamic: bool) -
 @torch.inference_mode()
 def evaluate(model: VAE, x: torch.Tensor, mc_samples: int, seeds: list[int],
              binarize_dynamic: bool) -> list[tuple[float, float, float]]:
-    """Per model of the stack, the average ELBO, E[log p(x|z)] and KL over all of the uint8 images `x`,
+    """Per model of the stack, the average ELBO, E[log p(x|z)] and KL over all of the images `x`,
     with q(z|x) as the variational posterior whatever algorithm trained it, and a noise stream from
     its seed in `seeds` that is the same at every call, so that successive points of a curve differ
     only by the training between them."""
@@ -60,7 +60,7 @@ def evaluate(model: VAE, x: torch.Tensor, mc_samples: int, seeds: list[int],
 
 @torch.inference_mode()
 def evaluate_iwae(model: VAE, x: torch.Tensor, k: int, seeds: list[int], binarize_dynamic: bool) -> list[float]:
-    """Per model of the stack, the average IWAE-k bound over all of the uint8 images `x`: the log of the
+    """Per model of the stack, the average IWAE-k bound over all of the images `x`: the log of the
     mean of k importance weights p(x, z) / q(z|x) with z ~ q(z|x); with the same noise at every call."""
     noise = Noise.seeded(seeds, model.latent_dims, x.device, model.latent_dim)
     total = torch.zeros(len(seeds), dtype=torch.float64, device=x.device)
@@ -71,7 +71,7 @@ def evaluate_iwae(model: VAE, x: torch.Tensor, k: int, seeds: list[int], binariz
 
 @torch.inference_mode()
 def active_units(model: VAE, x: torch.Tensor, threshold: float = 0.01) -> list[int]:
-    """Per model of the stack, its active latent units on the uint8 images `x`: the units j whose
+    """Per model of the stack, its active latent units on the images `x`: the units j whose
     encoder mean varies across the images, Cov_x(E_q[z_j]) > threshold (Burda et al., 2015, sec. 5.2)."""
     means = torch.cat([model.encode(to_unit_interval(chunk).expand(len(model.latent_dims), -1, -1))[0]
                        for chunk in x.split(EVAL_CHUNK)], dim=1)  # [K, N, N_z]; zero in the padding
@@ -80,7 +80,7 @@ def active_units(model: VAE, x: torch.Tensor, threshold: float = 0.01) -> list[i
 
 @torch.inference_mode()
 def evaluate_marginal(estimator, model: VAE, x: torch.Tensor, seeds: list[int], binarize_dynamic: bool) -> list[float]:
-    """Per model of the stack, the average estimated log p(x) of the uint8 images `x`, with the same
+    """Per model of the stack, the average estimated log p(x) of the images `x`, with the same
     noise at every call."""
     noise = Noise.seeded(seeds, model.latent_dims, x.device, model.latent_dim)
     return estimator(model, for_each_model(x, noise, binarize_dynamic), noise=noise).double().mean(1).tolist()

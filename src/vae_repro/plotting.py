@@ -17,6 +17,7 @@ from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 from omegaconf import OmegaConf
 
 from vae_repro.config import flat
+from vae_repro.data import dataset_title
 
 COLOURS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue", "iwae": "tab:purple"}
 # Config keys that do not make two runs different settings: seeds are what the band is drawn
@@ -69,8 +70,8 @@ def metrics_columns(dirs: list[Path]) -> list[str]:
 
 
 def read_runs(dirs: list[Path], needed_columns: list[str], hint: str = "") -> pd.DataFrame:
-    """All rows of all runs below `dirs`, with columns run, latent_dim, dataset, algorithm and
-    n_train added from each job's .hydra/config.yaml (and summary.json), and every config value
+    """All rows of all runs below `dirs`, with columns run, latent_dim, dataset (its title: MNIST,
+    or the name of the user's own file or folder), algorithm and n_train added from each job's .hydra/config.yaml (and summary.json), and every config value
     as a column `config.KEY`."""
     frames = []
     for d in dirs:
@@ -83,7 +84,9 @@ def read_runs(dirs: list[Path], needed_columns: list[str], hint: str = "") -> pd
             if len(frame):  # a job that has not reached its first evaluation has no rows yet
                 values = {CONFIG + k: v for k, v in flat(OmegaConf.to_container(config)).items()}
                 frames.append(frame.assign(run=str(path.parent), latent_dim=int(config.latent_dim),
-                                           dataset=str(config.data.name), n_train=_n_train(path.parent, config),
+                                           dataset=dataset_title(str(config.data.name), str(config.data.root),
+                                                                 OmegaConf.select(config, "data.path")),
+                                           n_train=_n_train(path.parent, config),
                                            algorithm=str(OmegaConf.select(config, "algorithm.name", default="aevb")),
                                            **values))
     if not frames:

@@ -34,7 +34,7 @@ from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
 from vae_repro.checkpoint import CheckpointError, Terminated, config_dict, load_checkpoint, raise_terminated
 from vae_repro.config import Config, ConfigError, check_config, flat
-from vae_repro.data import DataError, load_dataset, select_train
+from vae_repro.data import DataError, data_source, load_dataset, select_train
 from vae_repro.machine import check_compile, resolve_device
 from vae_repro.metrics import read_summary
 from vae_repro.rundir import RunDirBusy, busy_message, holder
@@ -108,8 +108,15 @@ def _compose_job(overrides: list[str], num: int) -> tuple[Config, DictConfig]:
         del composed["hydra"]
     cfg: Config = OmegaConf.to_object(composed)
     check_config(cfg)
-    cfg.data.root = to_absolute_path(cfg.data.root)
+    absolute_data_paths(cfg)
     return cfg, hydra_cfg
+
+
+def absolute_data_paths(cfg: Config) -> None:
+    """Data paths as given relative to where the command starts, wherever its jobs run."""
+    cfg.data.root = to_absolute_path(cfg.data.root)
+    if cfg.data.path is not None:
+        cfg.data.path = to_absolute_path(cfg.data.path)
 
 
 @dataclass
@@ -162,9 +169,9 @@ def precheck(argv: list[str]) -> Command | None:
             check_compile(cfg, resolve_device(str(cfg.device)))
     train_sets = {}
     for cfg in cfgs:
-        data = (str(cfg.data.name), cfg.data.root, cfg.data.download)
+        data = data_source(cfg)
         if data not in train_sets:
-            train_sets[data] = load_dataset(*data)[0]  # downloads once here, not once per job
+            train_sets[data] = load_dataset(*data).train  # downloads once here, not once per job
         select_train(cfg, train_sets[data])
     for cfg, job_dir in zip(cfgs, job_dirs):  # every job's dir, before any job starts
         if (pid := holder(job_dir)) is not None:
@@ -253,9 +260,9 @@ def job_positions(cfgs: list[Config], job_dirs: list[str]) -> tuple[list[int], l
     checkpoint (0 without one)."""
     pixels, input_dims, positions = {}, [], []
     for cfg, job_dir in zip(cfgs, job_dirs):
-        data = (str(cfg.data.name), cfg.data.root, cfg.data.download)
+        data = data_source(cfg)
         if data not in pixels:
-            pixels[data] = load_dataset(*data)[1].shape[1]
+            pixels[data] = load_dataset(*data).test.shape[1]
         input_dims.append(pixels[data])
         ckpt = load_checkpoint(Path(job_dir) / "checkpoint.pt", config_dict(cfg))
         positions.append(0 if ckpt is None else ckpt["state"]["samples"])
@@ -265,7 +272,7 @@ def job_positions(cfgs: list[Config], job_dirs: list[str]) -> tuple[list[int], l
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_app(dict_cfg: DictConfig) -> str:
     cfg: Config = OmegaConf.to_object(dict_cfg)
-    cfg.data.root = to_absolute_path(cfg.data.root)
+    absolute_data_paths(cfg)
     return run_stack([cfg], [HydraConfig.get().runtime.output_dir], HydraConfig.get().mode == RunMode.MULTIRUN)[0]
 
 

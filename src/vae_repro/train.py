@@ -29,7 +29,7 @@ from vae_repro.algorithms import STEPS, replayed_in_cuda_graph
 from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, build_model, config_dict, load_checkpoint,
                                   rng_states, save_atomic, save_model, set_rng_states)
 from vae_repro.config import Config, ConfigError, check_config, stack_key
-from vae_repro.data import DataError, prepare_data
+from vae_repro.data import DataError, Images, pixel_scale, prepare_data
 from vae_repro.machine import ThreadCount, check_compile, keep_freed_memory, resolve_device
 from vae_repro.marginal import make_estimator
 from vae_repro.model import compile_passes
@@ -123,7 +123,7 @@ class Job:
     saves each model. `cfgs` differ at most in seed, latent_dim and optimizer.lr; every model
     draws its initial weights, data order and noise from its own seed, as it would alone."""
 
-    def __init__(self, cfgs: list[Config], outs: list[Path], data: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def __init__(self, cfgs: list[Config], outs: list[Path], data: Images | None = None):
         if len({stack_key(c) for c in cfgs}) > 1:
             raise ConfigError("the models of a stack may differ only in seed, latent_dim and optimizer.lr")
         cfg = self.cfg = cfgs[0]  # what the models share
@@ -132,7 +132,8 @@ class Job:
         self.device = resolve_device(str(cfg.device))
         self.threads = ThreadCount(torch.get_num_threads(), choose=cfg.threads == 0 and self.device.type == "cpu")
         check_compile(cfg, self.device)
-        self.train_x, self.test_x = prepare_data(cfg, self.device, data)
+        self.train_x, self.test_x, self.image_shape = prepare_data(cfg, self.device, data)
+        self.pixel_scale = pixel_scale(self.train_x)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.model = build_model(self.cfgs, self.train_x.shape[1]).to(self.device)
@@ -229,8 +230,8 @@ class Job:
             self.perms, progress.pos = self.noise.permutations(len(self.train_x)), 0
         idx = self.perms[:, progress.pos:progress.pos + batch]
         progress.pos += batch
-        torch.index_select(self.train_x, 0, idx.flatten(), out=self.batch_u8)
-        x = torch.div(self.batch_u8, 255, out=self.batch_x).view(stack, batch, -1)  # as to_unit_interval, to the bit
+        torch.index_select(self.train_x, 0, idx.flatten(), out=self.batch_images)
+        x = torch.div(self.batch_images, self.pixel_scale, out=self.batch_x).view(stack, batch, -1)  # as to_unit_interval
         if self.binarize_dynamic:
             x = self.noise.bernoulli(x)
         return x, idx
@@ -294,6 +295,7 @@ class Job:
              "wall_s": progress.wall_s, "samples_per_s": progress.samples / max(progress.wall_s, 1e-9),
              "device": str(self.device), "threads": self.threads.counts[0], "threads_in_use": self.threads.current,
              "stack": len(self.cfgs), "n_train": len(self.train_x), "weight_decay": self.weight_decay,
+             "image_shape": list(self.image_shape) if self.image_shape else None,
              "algorithm": str(cfg.algorithm.name), "latent_dim": cfg.latent_dim, "lr": cfg.optimizer.lr}
         if record.warning is not None:
             s["warning"] = record.warning
@@ -337,9 +339,9 @@ class Job:
         self.make_batch_buffers()
 
     def make_batch_buffers(self) -> None:
-        self.batch_u8 = torch.empty(len(self.cfgs) * self.cfg.train.batch_size, self.train_x.shape[1],
-                                    dtype=torch.uint8, device=self.device)
-        self.batch_x = torch.empty(self.batch_u8.shape, device=self.device)
+        self.batch_images = torch.empty(len(self.cfgs) * self.cfg.train.batch_size, self.train_x.shape[1],
+                                        dtype=self.train_x.dtype, device=self.device)
+        self.batch_x = torch.empty(self.batch_images.shape, device=self.device)
 
     def run(self) -> list[dict]:
         """Train to the end of the evaluation schedule, or until a stop signal; returns each model's summary."""
@@ -410,14 +412,12 @@ class Job:
                 metrics.close()
 
 
-def train_stack(cfgs: list[Config], out_dirs: list[str | Path],
-                data: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[dict]:
+def train_stack(cfgs: list[Config], out_dirs: list[str | Path], data: Images | None = None) -> list[dict]:
     """Train the models of `cfgs` as one stack, model k writing into out_dirs[k]; resume from their
     checkpoints where there are some. The configs may differ only in seed, latent_dim and
     optimizer.lr.
 
-    `data` is (train, test) as uint8 [N, 784] grey levels; by default it is loaded as the configs
-    say. Returns each model's summary (also written to its summary.json), in the order of `cfgs`:
+    `data` is the images to train and test on; by default they are loaded as the configs say. Returns each model's summary (also written to its summary.json), in the order of `cfgs`:
     a model that diverged is "diverged" while the others go on. Any other error of the stack is
     recorded in every model's summary.json and raised; RunDirBusy, without touching the dirs, if
     another process trains in one of them.
@@ -448,7 +448,7 @@ def train_stack(cfgs: list[Config], out_dirs: list[str | Path],
             raise
 
 
-def train(cfg: Config, out_dir: str | Path, data: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+def train(cfg: Config, out_dir: str | Path, data: Images | None = None) -> dict:
     """Train one model as `cfg` says, writing into `out_dir`; resume if a checkpoint is there. As
     `train_stack` for a stack of one, and raises Diverged when the model diverged."""
     summary = train_stack([cfg], [out_dir], data)[0]
