@@ -24,13 +24,13 @@ def start(args, cwd):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_checkpoint(job_dir, process, timeout=120):
+def wait_for_checkpoint(job_dir, process, timeout=120, settle_s=0.5):
     deadline = time.time() + timeout
     while not (job_dir / "checkpoint.pt").exists():
         assert process.poll() is None, process.stderr.read()
         assert time.time() < deadline
         time.sleep(0.02)
-    time.sleep(0.5)  # let it train and evaluate past the checkpoint
+    time.sleep(settle_s)  # let it train and evaluate past the checkpoint
 
 
 # Monte Carlo EM logs no ELBO: its rows compare the marginal likelihood of a few images instead.

@@ -25,7 +25,8 @@ from vae_repro.model import VAE
 
 # Keys that may change between a run and its resumption; any other change is refused.
 RESUMABLE_CHANGES = {"train.max_samples", "train.checkpoint_every", "train.progress", "train.compile",
-                     "train.cuda_graph", "threads", "data.root", "data.download"}
+                     "train.cuda_graph", "threads", "data.root", "data.download", "logger.name",
+                     "logger.tracking_uri", "logger.experiment"}
 CHECKPOINT_KEYS = {"config", "model", "optimizer", "rng", "state"}
 MODEL_KEYS = {"config", "input_dim", "state_dict"}
 # Checkpoints written before the random states were kept as plain data hold numpy's as an array;

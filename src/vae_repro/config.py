@@ -50,6 +50,12 @@ class AlgorithmName(StrEnum):
 MarginalEstimator = StrEnum("MarginalEstimator", [("none", "none"), ("hmc", "hmc"), ("is", "is")])
 
 
+class LoggerName(StrEnum):
+    none = "none"  # metrics.csv alone
+    tensorboard = "tensorboard"
+    mlflow = "mlflow"
+
+
 class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
@@ -135,6 +141,14 @@ class EvalConfig:
 
 
 @dataclass
+class LoggerConfig:
+    """An experiment tracker beside metrics.csv (trackers.py)."""
+    name: LoggerName = LoggerName.none
+    tracking_uri: Optional[str] = None  # mlflow: null for the SQLite file outputs/mlflow.db
+    experiment: str = "vae_repro"  # mlflow: the experiment its runs go in
+
+
+@dataclass
 class Config:
     latent_dim: int = 20
     seed: int = 0
@@ -146,6 +160,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
 
 
 def flat(config, prefix: str = "") -> dict[str, str]:

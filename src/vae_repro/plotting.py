@@ -23,7 +23,8 @@ COLOURS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue", "iw
 # Config keys that do not make two runs different settings: seeds are what the band is drawn
 # over, and the others say where, how fast or how long a run ran, not what it trained.
 NOT_A_SETTING = {"seed", "data.root", "data.download", "device", "threads", "train.progress",
-                 "train.checkpoint_every", "train.max_samples"}
+                 "train.checkpoint_every", "train.max_samples", "logger.name", "logger.tracking_uri",
+                 "logger.experiment"}
 CONFIG = "config."  # prefix of the columns that hold each run's config values
 BAND = "band: min-max over {} seeds"  # the legend's entry for the bands of that many seeds
 ONE_ROW_LEGEND = 0.3  # inches: what a figure's height holds for its legend

@@ -38,6 +38,7 @@ from vae_repro.data import DataError, data_source, load_dataset, select_train
 from vae_repro.machine import check_compile, resolve_device
 from vae_repro.metrics import read_summary
 from vae_repro.rundir import RunDirBusy, busy_message, holder
+from vae_repro.trackers import check_tracker, default_tracking_uri, tracker_hint
 from vae_repro.train import error_line, train_stack
 from vae_repro.workers import (StopWorkers, command_stopped, in_worker, prepare_worker,
                                wait_for_child_processes)
@@ -108,15 +109,18 @@ def _compose_job(overrides: list[str], num: int) -> tuple[Config, DictConfig]:
         del composed["hydra"]
     cfg: Config = OmegaConf.to_object(composed)
     check_config(cfg)
-    absolute_data_paths(cfg)
+    absolute_paths(cfg)
     return cfg, hydra_cfg
 
 
-def absolute_data_paths(cfg: Config) -> None:
-    """Data paths as given relative to where the command starts, wherever its jobs run."""
+def absolute_paths(cfg: Config) -> None:
+    """Data paths and the default MLflow store as given relative to where the command starts,
+    wherever its jobs run."""
     cfg.data.root = to_absolute_path(cfg.data.root)
     if cfg.data.path is not None:
         cfg.data.path = to_absolute_path(cfg.data.path)
+    if str(cfg.logger.name) == "mlflow" and cfg.logger.tracking_uri is None:
+        cfg.logger.tracking_uri = default_tracking_uri(Path(to_absolute_path("outputs")))
 
 
 @dataclass
@@ -129,6 +133,7 @@ class Command:
     jobs_at_once: int
     launcher: str  # its _target_
     jobs_in_this_process: bool  # Hydra's basic launcher, the stack launcher without SLURM
+    tracker_hint: str | None = None  # the command that shows the jobs' tracker runs
 
 
 def precheck(argv: list[str]) -> Command | None:
@@ -169,6 +174,7 @@ def precheck(argv: list[str]) -> Command | None:
             check_compile(cfg, resolve_device(str(cfg.device)))
     train_sets = {}
     for cfg in cfgs:
+        check_tracker(cfg)
         data = data_source(cfg)
         if data not in train_sets:
             train_sets[data] = load_dataset(*data).train  # downloads once here, not once per job
@@ -179,7 +185,7 @@ def precheck(argv: list[str]) -> Command | None:
         load_checkpoint(job_dir / "checkpoint.pt", config_dict(cfg))
     in_this_process = launcher.endswith("BasicLauncher") or launcher.endswith("StackLauncher") and not on_slurm
     return Command(argv + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)), launcher,
-                   in_this_process)
+                   in_this_process, tracker_hint(cfgs[0], out_dir))
 
 
 def check_output_dir(job_dir: Path, key: str) -> None:
@@ -250,6 +256,8 @@ def report(command: Command) -> int:
         print(f"run completed; outputs in {command.out_dir}")
     else:
         print(f"run not completed; outputs so far in {command.out_dir}")
+    if command.tracker_hint:
+        print(f"to browse the runs: {command.tracker_hint}")
     if any(status in ("interrupted", "died", "not started") for status, _, _ in outcomes):
         print(f"to resume: python -m vae_repro.run {shlex.join(command.args)}")
     return 0 if done == len(outcomes) else 1
@@ -272,7 +280,7 @@ def job_positions(cfgs: list[Config], job_dirs: list[str]) -> tuple[list[int], l
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_app(dict_cfg: DictConfig) -> str:
     cfg: Config = OmegaConf.to_object(dict_cfg)
-    absolute_data_paths(cfg)
+    absolute_paths(cfg)
     return run_stack([cfg], [HydraConfig.get().runtime.output_dir], HydraConfig.get().mode == RunMode.MULTIRUN)[0]
 
 

@@ -9,6 +9,7 @@ a job of its own, and everything it writes lands in its own dir, as a single run
   model.pt        final weights with the config that made them (see `checkpoint.load_run`)
   summary.json    status, final ELBOs, samples seen, wall time, speed, device
   .lock           held while the job trains: one writer per dir (rundir.py)
+  tensorboard/, mlflow_run_id   with logger=tensorboard or mlflow: the job's tracker run (trackers.py)
 """
 import logging
 import math
@@ -37,6 +38,7 @@ from vae_repro.metrics import (MetricsLog, eval_schedule, evaluate, evaluate_iwa
                                record_failure, write_summary)
 from vae_repro.noise import Noise
 from vae_repro.rundir import RunDirLock
+from vae_repro.trackers import Tracker, check_tracker, open_trackers
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,7 @@ class Job:
         self.device = resolve_device(str(cfg.device))
         self.threads = ThreadCount(torch.get_num_threads(), choose=cfg.threads == 0 and self.device.type == "cpu")
         check_compile(cfg, self.device)
+        check_tracker(cfg)
         self.train_x, self.test_x, self.image_shape = prepare_data(cfg, self.device, data)
         self.pixel_scale = pixel_scale(self.train_x)
         random.seed(cfg.seed)
@@ -160,6 +163,7 @@ class Job:
         self.records = [Record() for _ in self.cfgs]
         self.summaries: dict[Path, dict] = {}
         self.metrics: list[MetricsLog] = []
+        self.trackers: list[Tracker] = []
         self.ckpt_paths = [out / "checkpoint.pt" for out in self.outs]
         ckpts = [load_checkpoint(path, settings) for path, settings in zip(self.ckpt_paths, self.settings)]
         if any(ckpt is not None for ckpt in ckpts):
@@ -274,6 +278,8 @@ class Job:
             record.rows += 1
             record.last = {key: v for key, v in row.items() if key.endswith(("_elbo", "_marginal")) or "_iwae" in key}
             self.flag_if_wrecked(k, row)
+        for tracker, row in zip(self.trackers, rows):
+            tracker.log(row)
 
     def flag_if_wrecked(self, k: int, row: dict) -> None:
         """Flag, once, a run whose ELBO has fallen far below its untrained model's: a step size too
@@ -323,6 +329,7 @@ class Job:
             self.summary(k, "diverged", message)
             log.debug("%s: diverged: %s", self.outs[k], message)  # the command tells it
             self.metrics[k].close()
+            self.trackers[k].close("diverged")
         self.keep([k for k, ok in enumerate(finite) if ok])
 
     def keep(self, models: list[int]) -> None:
@@ -334,7 +341,7 @@ class Job:
             self.algorithm_state[key] = value[models]
         if self.perms is not None:
             self.perms = self.perms[models]
-        for attr in ("cfgs", "outs", "lrs", "settings", "records", "metrics", "ckpt_paths"):
+        for attr in ("cfgs", "outs", "lrs", "settings", "records", "metrics", "trackers", "ckpt_paths"):
             setattr(self, attr, [getattr(self, attr)[k] for k in models])
         self.make_batch_buffers()
 
@@ -357,6 +364,7 @@ class Job:
         checks, warmup_end = Every(CHECK_EVERY), At([warmup])  # in steps
         self.metrics = [MetricsLog(out / "metrics.csv", self.columns, keep_rows=record.rows)
                         for out, record in zip(self.outs, self.records)]
+        self.trackers = open_trackers(self.cfg, self.outs, self.settings, self.columns, self.saved_samples)
         stacked = f" x{len(self.cfgs)}" if len(self.cfgs) > 1 else ""
         bar = tqdm(total=schedule[-1], initial=progress.samples, unit="sample", unit_scale=True, dynamic_ncols=True,
                    desc=f"{self.cfg.algorithm.name} N_z={','.join(map(str, sorted(set(self.model.latent_dims))))}"
@@ -405,11 +413,15 @@ class Job:
                 for k, out in enumerate(self.outs):
                     save_model(self.settings[k], self.model, k, self.train_x.shape[1], out / "model.pt")
                 self.summaries_now("completed")
+                for tracker, out in zip(self.trackers, self.outs):
+                    tracker.close("completed", out / "model.pt")
                 return list(self.summaries.values())
         finally:
             bar.close()
             for metrics in self.metrics:
                 metrics.close()
+            for tracker, out in zip(self.trackers, self.outs):  # those still open: interrupted, or failed
+                tracker.close(self.summaries.get(out, {}).get("status", "failed"))
 
 
 def train_stack(cfgs: list[Config], out_dirs: list[str | Path], data: Images | None = None) -> list[dict]:
