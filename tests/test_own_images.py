@@ -87,6 +87,7 @@ def bad_data(tmp_path):
     np.savez(tmp_path / "ints.npz", train=train_images.astype(np.int64) * 2, test=test_images)
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     np.save(tmp_path / "small.npy", train_images[:5])
+    np.save(tmp_path / "scalar.npy", np.float32(0.5))
     (tmp_path / "text.npy").write_text("these are not images\n")
     (tmp_path / "no_images").mkdir()
     (tmp_path / "no_images" / "readme.txt").write_text("nothing here")
@@ -106,6 +107,7 @@ def bad_data(tmp_path):
     (["data=array", "data.path=ints.npz"], ("ints.npz", "int64 values from 0 to 510", "0-255")),
     (["data=array", "data.path=objects.npy"], ("objects.npy", "Python objects", "numeric array")),
     (["data=array", "data.path=text.npy"], ("text.npy", "not a .npy or .npz array file")),
+    (["data=array", "data.path=scalar.npy"], ("scalar.npy", "shape []", "[N, rows, columns]")),
     (["data=array", "data.path=small.npy", "data.test_size=0.01"], ("small.npy", "5 images", "no test images")),
     (["data=array", "data.path=small.npy", "data.test_size=2", "data.image_shape=[28,20]"], ("data.image_shape=[28, 20]", "28x28")),
     (["data=array", "data.path=small.npy", "data.test_size=1.5"], ("data.test_size=1.5", "whole number")),

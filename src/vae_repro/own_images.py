@@ -33,7 +33,7 @@ def load_array(path: str | Path, test_size: float, image_shape: tuple[int, int] 
             with contents:
                 arrays = _npz_splits(path, contents)  # each array is read here, and may be refused here
         else:
-            arrays = split(contents, test_size, f"data.path={path}")
+            arrays = split(_of_images(contents, str(path), "one"), test_size, f"data.path={path}")
     except ValueError as e:
         raise _not_an_array(path, e) from None
     except OSError as e:
@@ -84,14 +84,19 @@ def _as_images(a: np.ndarray, where: str) -> np.ndarray:
     raise DataError(f"{where}: {a.dtype} values: expected grey levels as uint8 (0-255) or floats in [0, 1]")
 
 
+def _of_images(a: np.ndarray, where: str, name: str) -> np.ndarray:
+    if a.ndim not in (2, 3):
+        raise DataError(f"{where}: the {name} array has shape {list(a.shape)}: expected [N, rows, columns] "
+                        "or [N, pixels] of grey images")
+    return a
+
+
 def _checked(train: np.ndarray, test: np.ndarray, where: str, image_shape: tuple[int, int] | None) -> Split:
     """The two splits as [N, D] tensors of one dtype, and the images' shape, after the checks every
     dataset of one's own must pass."""
     shapes = []
     for name, a in (("train", train), ("test", test)):
-        if a.ndim not in (2, 3):
-            raise DataError(f"{where}: the {name} images have shape {list(a.shape)}: expected [N, rows, columns] "
-                            "or [N, pixels] of grey images")
+        _of_images(a, where, name)
         if len(a) == 0 or a[0].size == 0:
             raise DataError(f"{where}: the {name} split is empty")
         if a.dtype == np.float32:
