@@ -22,7 +22,7 @@ def test_a_stacked_sweep_equals_the_basic_launchers(data_root, tmp_path):
     stacked = run_cli([*sweep, "hydra/launcher=stack", "hydra.sweep.dir=stacked"], tmp_path)
     assert stacked.returncode == 0, stacked.stderr
     assert stacked.stdout.strip().splitlines()[-1] == f"8 of 8 jobs completed; outputs in {tmp_path / 'stacked'}"
-    assert "Training 8 jobs as 1 stacks" in stacked.stderr
+    assert "Training 8 jobs as 1 stack" in stacked.stderr
     basic = run_cli([*sweep, "hydra.sweep.dir=basic"], tmp_path)
     assert basic.returncode == 0, basic.stderr
     for num in range(8):

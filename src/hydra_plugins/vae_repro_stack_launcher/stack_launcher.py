@@ -86,7 +86,7 @@ class StackLauncher(Launcher):
         log_name = str(self.config.hydra.job.name)
         input_dims, positions = job_positions(cfgs, dirs)
         stacks = plan_stacks(cfgs, positions, input_dims, self.max_models, self.max_padding)
-        log.info("Training %d jobs as %d stacks", len(cfgs), len(stacks))
+        log.info("Training %d jobs as %d stack%s", len(cfgs), len(stacks), "" if len(stacks) == 1 else "s")
         for stack in stacks:
             log.info("\tstack of jobs %s (N_z %s)", ", ".join(f"#{initial_job_idx + i}" for i in stack),
                      ",".join(str(n) for n in sorted({cfgs[i].latent_dim for i in stack})))
