@@ -55,6 +55,8 @@ def columns_to_draw(name: str, found: list[str]) -> tuple[str, ...]:
 def y_label(columns: tuple[str, ...]) -> str:
     quantity = columns[0].removeprefix("train_").removeprefix("test_")
     label = Y_LABELS.get(quantity, quantity)
+    if quantity.startswith("iwae") and quantity[4:].isdigit():
+        label = f"IWAE-{quantity[4:]} bound per datapoint (nats)"
     return f"{columns[0].split('_')[0]} {label}" if len(columns) == 1 and quantity != columns[0] else label
 
 

@@ -121,6 +121,8 @@ def test_iwae_is_drawn_beside_aevb_in_a_colour_of_its_own(tmp_path):
     assert legend_texts(fig) == ["AEVB (train)", "AEVB (test)", "IWAE (train)", "IWAE (test)"]
     colours = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
     assert colours["IWAE (train)"] != colours["AEVB (train)"]
+    assert plot_fig2.y_label(("train_iwae50", "test_iwae50")) == "IWAE-50 bound per datapoint (nats)"
+    assert plot_fig2.y_label(("test_iwae5",)) == "test IWAE-5 bound per datapoint (nats)"
 
 
 def test_no_band_entry_without_seeds(tmp_path):
