@@ -69,7 +69,8 @@ def test_one_folder_of_colour_images_is_read_in_name_order_as_grey_and_split(tmp
     images = load_dataset("folder", str(tmp_path / "faces"), False, test_size=0.25)
     grey = np.stack([np.asarray(Image.fromarray(image).convert("L")) for image in colour]).reshape(12, 30)
     assert images.shape == (6, 5)
-    assert torch.equal(images.train, torch.from_numpy(grey[:9])) and torch.equal(images.test, torch.from_numpy(grey[9:]))
+    assert torch.equal(images.train, torch.from_numpy(grey[:9]))
+    assert torch.equal(images.test, torch.from_numpy(grey[9:]))
 
 
 @pytest.fixture
@@ -84,6 +85,7 @@ def bad_data(tmp_path):
     np.savez(tmp_path / "empty.npz", train=train_images, test=test_images[:0])
     np.savez(tmp_path / "sizes.npz", train=train_images, test=test_images[:, :20])
     np.savez(tmp_path / "names.npz", x_train=train_images, x_test=test_images)
+    np.savez(tmp_path / "colour.npz", train=np.stack([train_images] * 3, -1), test=np.stack([test_images] * 3, -1))
     np.savez(tmp_path / "ints.npz", train=train_images.astype(np.int64) * 2, test=test_images)
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
     np.save(tmp_path / "small.npy", train_images[:5])
@@ -100,19 +102,22 @@ def bad_data(tmp_path):
     (["data=array"], ("data.path",)),
     (["data=array", "data.path=missing.npz"], ("missing.npz", "no such file")),
     (["data=array", "data.path=nan.npz"], ("nan.npz", "1 train values are NaN or infinite", "image 7")),
-    (["data=array", "data.path=range.npz"], ("range.npz", "from -0.5 to 1.5", "[0, 1]")),
+    (["data=array", "data.path=range.npz"], ("range.npz", "from -0.5 to 1.5", "[0, 1]", "divide grey levels")),
     (["data=array", "data.path=empty.npz"], ("empty.npz", "test split is empty")),
     (["data=array", "data.path=sizes.npz"], ("sizes.npz", "train images are 28x28, test images 20x28")),
     (["data=array", "data.path=names.npz"], ("names.npz", "'train' and 'test'", "'x_test', 'x_train'")),
-    (["data=array", "data.path=ints.npz"], ("ints.npz", "int64 values from 0 to 510", "0-255")),
+    (["data=array", "data.path=ints.npz"], ("ints.npz", "train values (int64) from 0 to 510", "0-255")),
+    (["data=array", "data.path=colour.npz"], ("data.path=", "colour.npz", "[300, 28, 28, 3]", "convert them to grey")),
+    (["data.path=digits.npz"], ("data.path=digits.npz", "data=array only", "add data=array")),
     (["data=array", "data.path=objects.npy"], ("objects.npy", "Python objects", "numeric array")),
     (["data=array", "data.path=text.npy"], ("text.npy", "not a .npy or .npz array file")),
     (["data=array", "data.path=scalar.npy"], ("scalar.npy", "shape []", "[N, rows, columns]")),
     (["data=array", "data.path=small.npy", "data.test_size=0.01"], ("small.npy", "5 images", "no test images")),
-    (["data=array", "data.path=small.npy", "data.test_size=2", "data.image_shape=[28,20]"], ("data.image_shape=[28, 20]", "28x28")),
+    (["data=array", "data.path=small.npy", "data.test_size=2", "data.image_shape=[28,20]"],
+     ("data.image_shape=[28, 20]", "560 pixels", "28x28 (784 pixels)")),
     (["data=array", "data.path=small.npy", "data.test_size=1.5"], ("data.test_size=1.5", "whole number")),
     (["data=folder"], ("data.root",)),
-    (["data=folder", "data.root=no_images"], ("no_images", "no images here", ".png")),
+    (["data=folder", "data.root=no_images"], ("data.root=", "no_images", "no images in this folder", ".png")),
     (["data=folder", "data.root=sizes"], ("img2.png", "20x28", "img0.png is 28x28")),
     (["data=folder", "data.root=half"], ("half", "has train/ but no test/")),
 ])

@@ -244,6 +244,9 @@ def _check_data(cfg: Config) -> None:
         raise ConfigError(f"data.image_shape={data.image_shape}: expected [rows, columns], both >= 1")
     if str(data.name) == "array" and not data.path:
         raise ConfigError("data.path: data=array reads your images from a .npy or .npz file; give its path")
+    for key, value in (("data.path", data.path), ("data.image_shape", data.image_shape)):
+        if value is not None and str(data.name) != "array":
+            raise ConfigError(f"{key}={value}: read with data=array only (this is data={data.name}); add data=array")
 
 
 def _check_marginal(cfg: Config) -> None:
