@@ -235,7 +235,8 @@ class Job:
         idx = self.perms[:, progress.pos:progress.pos + batch]
         progress.pos += batch
         torch.index_select(self.train_x, 0, idx.flatten(), out=self.batch_images)
-        x = torch.div(self.batch_images, self.pixel_scale, out=self.batch_x).view(stack, batch, -1)  # as to_unit_interval
+        x = torch.div(self.batch_images, self.pixel_scale, out=self.batch_x)  # as to_unit_interval, to the bit
+        x = x.view(stack, batch, -1)
         if self.binarize_dynamic:
             x = self.noise.bernoulli(x)
         return x, idx
@@ -291,8 +292,8 @@ class Job:
         worst = min(row["train_elbo"], row["test_elbo"])
         if worst < record.untrained_elbo - WRECKED_MARGIN * max(abs(record.untrained_elbo), 100.0):
             record.warning = (f"the ELBO ({worst:.4g} at {row['samples']} samples) is far below the untrained "
-                              f"model's ({record.untrained_elbo:.1f}): optimizer.lr={self.lrs[k]} is likely too "
-                              "large for this model; try a smaller one")
+                              f"model's ({record.untrained_elbo:.1f}) with optimizer.lr={self.lrs[k]}: "
+                              f"{self.remedy()}")
             log.warning("%s: %s", self.outs[k], record.warning)
 
     def summary(self, k: int, status: str, message: str = "") -> dict:
@@ -313,6 +314,13 @@ class Job:
         for k in range(len(self.cfgs)):
             self.summary(k, status, message)
 
+    def remedy(self) -> str:
+        """What to try for a run that diverged or was wrecked."""
+        if str(self.cfg.model.likelihood) == "gaussian" and self.cfg.model.decoder_logvar_min is None:
+            return ("try a smaller optimizer.lr, or a floor on the decoder's log variance "
+                    "(model.decoder_logvar_min=-10): pixels that barely vary let it fall without bound")
+        return "try a smaller optimizer.lr"
+
     def leave_if_diverged(self) -> None:
         """Models whose weights became NaN or infinite are recorded "diverged" and leave the stack."""
         finite = torch.stack([p.flatten(1).sum(1) for p in self.model.parameters()]).isfinite().all(0).tolist()
@@ -320,12 +328,8 @@ class Job:
             return
         self.clock()
         for k in (k for k, ok in enumerate(finite) if not ok):
-            remedy = "try a smaller optimizer.lr"
-            if str(self.cfg.model.likelihood) == "gaussian" and self.cfg.model.decoder_logvar_min is None:
-                remedy += (", or a floor on the decoder's log variance (model.decoder_logvar_min=-10): "
-                           "pixels that barely vary let it fall without bound")
             message = (f"the weights became NaN or infinite by step {self.progress.steps} ({self.progress.samples} "
-                       f"samples) with optimizer.lr={self.lrs[k]}; {remedy}")
+                       f"samples) with optimizer.lr={self.lrs[k]}; {self.remedy()}")
             self.summary(k, "diverged", message)
             log.debug("%s: diverged: %s", self.outs[k], message)  # the command tells it
             self.metrics[k].close()
