@@ -6,8 +6,9 @@ One row per job below the given dirs (every dir holding a metrics.csv or summary
 the config values in which the jobs differ, one column per key (seed among them, but not where,
 how fast or how long a job ran: data.root, device, train.max_samples, ...); and from its
 summary.json its status (completed, running, interrupted, diverged, failed, or "not started"
-without one), its final train and test ELBO, its samples and samples per second, and, where a
-job was flagged, its warning. Printed on the
+without one), its final train and test ELBO (and IWAE-k bounds and marginal log-likelihoods,
+where the jobs measured them), its samples and samples per second, and, where a job was
+flagged, its warning. Printed on the
 terminal, and with --csv written as a CSV file too. Works on sweeps still running.
 """
 import argparse
@@ -39,17 +40,26 @@ def job_row(job: Path) -> dict:
     config_path = job / ".hydra" / "config.yaml"
     config = flat(OmegaConf.to_container(OmegaConf.load(config_path))) if config_path.exists() else {}
     summary = read_summary(job) or {"status": "not started"}
-    return {"job": str(job), **config, **{key: summary.get(key) for key in [*SUMMARY_COLUMNS, "warning"]}}
+    measured = {key: value for key, value in summary.items() if is_final_measure(key)}
+    return {"job": str(job), **config, **{key: summary.get(key) for key in [*SUMMARY_COLUMNS, "warning"]}, **measured}
+
+
+def is_final_measure(key: str) -> bool:
+    """A final value of summary.json beside the ELBOs: an IWAE-k bound or a marginal log-likelihood."""
+    split, _, measure = key.partition("_")
+    return split in ("train", "test") and (measure.startswith("iwae") or measure == "log_px_marginal")
 
 
 def table(dirs: list[Path]) -> pd.DataFrame:
     """One row per job below `dirs`: job, the swept keys, SUMMARY_COLUMNS, and a warning where one was flagged."""
     rows = pd.DataFrame([job_row(job) for d in dirs for job in job_dirs(d)])
-    ignored = {"job", "warning", *SUMMARY_COLUMNS, *(NOT_A_SETTING - {"seed"})}
+    measured = [c for c in rows.columns if is_final_measure(c)]
+    ignored = {"job", "warning", *SUMMARY_COLUMNS, *measured, *(NOT_A_SETTING - {"seed"})}
     swept = [c for c in rows.columns if c not in ignored and rows[c].nunique(dropna=False) > 1]
     flagged = ["warning"] if "warning" in rows and rows["warning"].notna().any() else []  # a wrecked run
-    rows = rows[["job", *swept, *SUMMARY_COLUMNS, *flagged]]
-    return rows.astype({"samples": "Int64", "train_elbo": float, "test_elbo": float, "samples_per_s": float})
+    rows = rows[["job", *swept, *SUMMARY_COLUMNS[:3], *measured, *SUMMARY_COLUMNS[3:], *flagged]]
+    return rows.astype({"samples": "Int64", "train_elbo": float, "test_elbo": float, "samples_per_s": float,
+                        **dict.fromkeys(measured, float)})
 
 
 def main(argv: list[str] | None = None) -> int:

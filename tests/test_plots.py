@@ -222,6 +222,16 @@ def test_sweep_table_shows_a_flagged_jobs_warning(sweep, capsys):
     assert flagged[str(sweep / "3")] and flagged.sum() == 1
 
 
+def test_sweep_table_adds_the_iwae_bounds_and_marginals_the_jobs_measured(sweep):
+    measured = summary("completed", -340.0) | {"train_iwae5": -338.0, "test_iwae5": -339.5,
+                                               "test_log_px_marginal": -336.0}
+    make_job(sweep / "3", config={"latent_dim": 2, "seed": 2}, summary=measured)
+    table = sweep_table.table([sweep])
+    assert list(table.columns) == ["job", "latent_dim", "seed", "status", "train_elbo", "test_elbo", "train_iwae5",
+                                   "test_iwae5", "test_log_px_marginal", "samples", "samples_per_s"]
+    assert table.set_index("job").loc[str(sweep / "3"), "test_iwae5"] == -339.5
+
+
 def test_sweep_table_of_a_dir_without_jobs_is_one_line(tmp_path, capsys):
     assert sweep_table.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path}: no metrics.csv or summary.json below this dir\n"
