@@ -4,8 +4,8 @@ Face from its .mat file with scipy, a user's own from an array or a folder (own_
 The whole dataset is held as one [N, D] tensor, uint8 grey levels (47 MB for MNIST's 60k
 training digits) or float32 in [0, 1], so that a batch is a row gather and a conversion, not
 100 image decodes. torchvision downloads missing files into the layout it knows; it is
-imported only then, since importing it takes over a second. `prepare_data` makes of them what a job trains on: the training images
-it keeps, binarized or not, on its device.
+imported only then, since importing it takes over a second. `prepare_data` makes of them what
+a job trains on: the training images it keeps, binarized or not, on its device.
 """
 import contextlib
 import functools

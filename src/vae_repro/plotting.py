@@ -72,8 +72,8 @@ def metrics_columns(dirs: list[Path]) -> list[str]:
 
 def read_runs(dirs: list[Path], needed_columns: list[str], hint: str = "") -> pd.DataFrame:
     """All rows of all runs below `dirs`, with columns run, latent_dim, dataset (its title: MNIST,
-    or the name of the user's own file or folder), algorithm and n_train added from each job's .hydra/config.yaml (and summary.json), and every config value
-    as a column `config.KEY`."""
+    or the name of the user's own file or folder), algorithm and n_train added from each job's
+    .hydra/config.yaml (and summary.json), and every config value as a column `config.KEY`."""
     frames = []
     for d in dirs:
         for path in _metrics_paths(d):

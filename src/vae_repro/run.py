@@ -229,7 +229,7 @@ def _job_outcome(job_dir: Path) -> tuple[str, str, str]:
     """A finished command's job: its status, what to say about it, and its warning if any."""
     summary = read_summary(job_dir)
     if summary is None:
-        return "not started", "no summary.json: the job did not start", ""
+        return "not started", "no summary.json in its dir", ""
     status, message, warning = summary.get("status", "unknown"), summary.get("message", ""), summary.get("warning", "")
     if status == "running":
         if (pid := holder(job_dir)) is not None:

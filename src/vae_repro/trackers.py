@@ -177,7 +177,8 @@ class MlflowRun:
     def close(self, status: str, model_path: Path | None) -> None:
         if model_path is not None:
             self.client.log_artifact(self.run_id, str(model_path))
-        self.client.set_terminated(self.run_id, {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED"))
+        ended = {"completed": "FINISHED", "interrupted": "KILLED"}.get(status, "FAILED")
+        self.client.set_terminated(self.run_id, ended)
 
 
 def _job_overrides(out: Path) -> list[str]:
