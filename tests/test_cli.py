@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 import torch
-from conftest import QUICK, REPO, assert_one_line, make_mnist_root, metrics_rows, run_cli
+from conftest import QUICK, REPO, assert_one_line, default_ctrl_c, make_mnist_root, metrics_rows, run_cli
 from omegaconf import OmegaConf
 
 from vae_repro.config import Config, ConfigError, TrainConfig
@@ -288,11 +288,11 @@ def test_help_explains_every_top_level_key_with_examples(tmp_path):
     assert result.returncode == 0, result.stderr
     for field in dataclasses.fields(Config):
         assert re.search(rf"^{field.name}[=.]", result.stdout, re.M), field.name
-    for group in ("sweep", "experiment"):
+    for group in ("sweep", "experiment", "logger"):
         assert re.search(rf"^{group}=", result.stdout, re.M)
     assert "algorithm: aevb, iwae, mcem, wake_sleep" in result.stdout  # the config groups, from conf/
     examples = result.stdout.split("== Examples ==")[1].strip().splitlines()
-    assert len([line for line in examples if line.startswith("python -m vae_repro.run ")]) == 5
+    assert len([line for line in examples if line.startswith("python -m vae_repro.run ")]) == 6
 
 
 def test_a_run_ends_by_saying_where_its_output_is(data_root, tmp_path):
@@ -313,7 +313,7 @@ def test_an_interrupted_run_prints_the_command_that_resumes_it(sig, returncode, 
     # As from a terminal, even where the tests run in the background (which ignores Ctrl-C in its children).
     process = subprocess.Popen([sys.executable, "-m", "vae_repro.run", *args], cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                               preexec_fn=default_ctrl_c)
     deadline = time.time() + 120
     while not list(tmp_path.glob("outputs/runs/*/*/checkpoint.pt")):
         assert process.poll() is None and time.time() < deadline
