@@ -2,6 +2,7 @@
 the helpers that several test files share."""
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,13 @@ def run_cli(args: list[str], cwd: Path, timeout: int = 300, **env_vars: str) -> 
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", **env_vars}
     return subprocess.run([sys.executable, "-m", "vae_repro.run", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def default_ctrl_c() -> None:
+    """In a child before it starts: Ctrl-C's default action, as a terminal gives a command, even
+    where the tests run with SIGINT ignored (a shell's background job, nohup), which children
+    would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def make_frey_root(root: Path, frames=None) -> Path:

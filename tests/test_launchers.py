@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import QUICK, run_cli
+from conftest import QUICK, default_ctrl_c, run_cli
 
 from vae_repro.run import available_cores
 
@@ -52,7 +52,8 @@ def test_jobs_one_after_the_other_take_all_cores_unless_told(data_root, tmp_path
 def start_sweep(args, cwd) -> subprocess.Popen:
     """A sweep in a process group of its own, as a terminal starts a command."""
     return subprocess.Popen([sys.executable, "-m", "vae_repro.run", "-m", *args, "hydra.sweep.dir=sweep"], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_ctrl_c)
 
 
 def wait_for_checkpoints(cwd, n, process):

@@ -8,7 +8,7 @@ import sys
 import time
 
 import pytest
-from conftest import QUICK, rows_without_wall_time, run_cli
+from conftest import QUICK, default_ctrl_c, rows_without_wall_time, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,8 @@ LONGER = ["train.max_samples=1e5", "train.checkpoint_every=1e4", "train.eval_poi
 def start_sweep(args, cwd, sweep_dir) -> subprocess.Popen:
     """A sweep in a process group of its own, as a terminal starts a command."""
     return subprocess.Popen([sys.executable, "-m", "vae_repro.run", "-m", *args, f"hydra.sweep.dir={sweep_dir}"],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_ctrl_c)
 
 
 def wait_for_checkpoints(sweep_dir, n, process):
