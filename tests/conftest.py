@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,22 @@ def default_ctrl_c() -> None:
     where the tests run with SIGINT ignored (a shell's background job, nohup), which children
     would inherit."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_sweep(args: list[str], cwd: Path, sweep_dir: str = "sweep") -> subprocess.Popen:
+    """A sweep in a process group of its own, as a terminal starts a command."""
+    return subprocess.Popen([sys.executable, "-m", "vae_repro.run", "-m", *args, f"hydra.sweep.dir={sweep_dir}"],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_ctrl_c)
+
+
+def wait_for_checkpoints(sweep_dir: Path, n: int, process: subprocess.Popen, settle_s: float = 0.0) -> None:
+    """Until `n` jobs of the sweep have checkpointed, then `settle_s` more seconds."""
+    deadline = time.time() + 120
+    while len(list(sweep_dir.glob("*/checkpoint.pt"))) < n:
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.05)
+    time.sleep(settle_s)
 
 
 def make_frey_root(root: Path, frames=None) -> Path:

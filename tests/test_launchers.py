@@ -2,12 +2,9 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
-from conftest import QUICK, default_ctrl_c, run_cli
+from conftest import QUICK, run_cli, start_sweep, wait_for_checkpoints
 
 from vae_repro.run import available_cores
 
@@ -49,27 +46,13 @@ def test_jobs_one_after_the_other_take_all_cores_unless_told(data_root, tmp_path
     assert json.loads((tmp_path / "one" / "summary.json").read_text())["threads"] == 1
 
 
-def start_sweep(args, cwd) -> subprocess.Popen:
-    """A sweep in a process group of its own, as a terminal starts a command."""
-    return subprocess.Popen([sys.executable, "-m", "vae_repro.run", "-m", *args, "hydra.sweep.dir=sweep"], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=default_ctrl_c)
-
-
-def wait_for_checkpoints(cwd, n, process):
-    deadline = time.time() + 120
-    while len(list(cwd.glob("sweep/*/checkpoint.pt"))) < n:
-        assert process.poll() is None and time.time() < deadline, process.communicate()
-        time.sleep(0.1)
-
-
 LONGER = ["train.max_samples=1e5", "train.checkpoint_every=1e4", "train.progress=false", "device=cpu"]
 
 
 def test_submitit_waits_for_every_job_after_one_is_killed(data_root, tmp_path):
     process = start_sweep(["hydra/launcher=submitit_local", "latent_dim=2,3", f"data.root={data_root}", *LONGER],
                           tmp_path)
-    wait_for_checkpoints(tmp_path, 2, process)
+    wait_for_checkpoints(tmp_path / "sweep", 2, process)
     os.kill(int((tmp_path / "sweep" / "0" / ".lock").read_text()), signal.SIGKILL)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 1
@@ -81,7 +64,7 @@ def test_submitit_waits_for_every_job_after_one_is_killed(data_root, tmp_path):
 def test_ctrl_c_on_a_joblib_sweep_checkpoints_every_job_and_the_same_command_resumes(data_root, tmp_path):
     args = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "latent_dim=2,3,4", f"data.root={data_root}", *LONGER]
     process = start_sweep(args, tmp_path)
-    wait_for_checkpoints(tmp_path, 2, process)
+    wait_for_checkpoints(tmp_path / "sweep", 2, process)
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C: to every process of the terminal's group
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err

@@ -3,12 +3,9 @@ model still a job of its own (its dir, files, status), resumed like any sweep.""
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
-from conftest import QUICK, default_ctrl_c, rows_without_wall_time, run_cli
+from conftest import QUICK, rows_without_wall_time, run_cli, start_sweep, wait_for_checkpoints
 
 pytestmark = pytest.mark.slow
 
@@ -53,27 +50,12 @@ LONGER = ["train.max_samples=1e5", "train.checkpoint_every=1e4", "train.eval_poi
           "train.progress=false", "device=cpu"]
 
 
-def start_sweep(args, cwd, sweep_dir) -> subprocess.Popen:
-    """A sweep in a process group of its own, as a terminal starts a command."""
-    return subprocess.Popen([sys.executable, "-m", "vae_repro.run", "-m", *args, f"hydra.sweep.dir={sweep_dir}"],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=default_ctrl_c)
-
-
-def wait_for_checkpoints(sweep_dir, n, process):
-    deadline = time.time() + 120
-    while len(list(sweep_dir.glob("*/checkpoint.pt"))) < n:
-        assert process.poll() is None and time.time() < deadline, process.communicate()
-        time.sleep(0.05)
-    time.sleep(0.5)  # let it train and evaluate past the checkpoint
-
-
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_a_stopped_stacked_sweep_resumes_to_the_bit(sig, data_root, tmp_path):
     args = ["hydra/launcher=stack", "latent_dim=2,3", f"data.root={data_root}", *LONGER]
     reference = start_sweep(args, tmp_path, "reference")
     process = start_sweep(args, tmp_path, "sweep")
-    wait_for_checkpoints(tmp_path / "sweep", 2, process)
+    wait_for_checkpoints(tmp_path / "sweep", 2, process, settle_s=0.5)  # to train and evaluate past it
     os.killpg(process.pid, sig)  # SIGINT: Ctrl-C, to every process of the terminal's group
     out, err = process.communicate(timeout=120)
     if sig == signal.SIGINT:  # each model checkpointed where it stood, and the command says how to resume
