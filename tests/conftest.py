@@ -2,6 +2,7 @@
 the helpers that several test files share."""
 import csv
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -64,8 +65,8 @@ def default_ctrl_c() -> None:
 
 
 def start_sweep(args: list[str], cwd: Path, sweep_dir: str = "sweep") -> subprocess.Popen:
-    """A sweep in a process group of its own, as a terminal starts a command."""
-    return subprocess.Popen([sys.executable, "-m", "vae_repro.run", "-m", *args, f"hydra.sweep.dir={sweep_dir}"],
+    """A sweep in a process group of its own, as a terminal starts a command; `-m` last, as users type it."""
+    return subprocess.Popen([sys.executable, "-m", "vae_repro.run", *args, f"hydra.sweep.dir={sweep_dir}", "-m"],
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                             preexec_fn=default_ctrl_c)
 
@@ -109,6 +110,13 @@ def metrics_rows(job_dir: Path) -> list[dict]:
 def rows_without_wall_time(job_dir: Path) -> list[dict]:
     """A job's metrics.csv, less the one column that differs between identical runs."""
     return [{k: v for k, v in row.items() if k != "wall_s"} for row in metrics_rows(job_dir)]
+
+
+def resume_line(out: str) -> list[str]:
+    """The command that a stopped command's last line of stdout says resumes it, ready to run."""
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("to resume: python -m vae_repro.run "), last
+    return [sys.executable, *shlex.split(last.removeprefix("to resume: python"))]
 
 
 def assert_one_line(stderr: str, *facts: str) -> None:

@@ -2,9 +2,10 @@
 import json
 import os
 import signal
+import subprocess
 
 import pytest
-from conftest import QUICK, run_cli, start_sweep, wait_for_checkpoints
+from conftest import QUICK, resume_line, run_cli, start_sweep, wait_for_checkpoints
 
 from vae_repro.run import available_cores
 
@@ -75,8 +76,9 @@ def test_ctrl_c_on_a_joblib_sweep_checkpoints_every_job_and_the_same_command_res
         assert f"{sweep / job}: interrupted: stopped by" in err
     assert f"{sweep / '2'}: not started" in err  # the third job found its command stopped
     assert out.strip().splitlines()[-2] == f"0 of 3 jobs completed; outputs in {sweep}"
-    assert out.strip().splitlines()[-1].startswith("to resume: python -m vae_repro.run -m hydra/launcher=joblib")
-    result = run_cli(["-m", *args, "hydra.sweep.dir=sweep"], tmp_path)
+    resume = resume_line(out)
+    assert resume[3:] == [*args, "hydra.sweep.dir=sweep", "-m"]  # as typed
+    result = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "3 of 3 jobs completed" in result.stdout
     assert "resuming from" in (sweep / "0" / "run.log").read_text()

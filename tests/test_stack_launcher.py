@@ -5,7 +5,7 @@ import os
 import signal
 
 import pytest
-from conftest import QUICK, rows_without_wall_time, run_cli, start_sweep, wait_for_checkpoints
+from conftest import QUICK, resume_line, rows_without_wall_time, run_cli, start_sweep, wait_for_checkpoints
 
 pytestmark = pytest.mark.slow
 
@@ -62,9 +62,9 @@ def test_a_stopped_stacked_sweep_resumes_to_the_bit(sig, data_root, tmp_path):
         assert process.returncode == 130, err
         for num in ("0", "1"):
             assert json.loads((tmp_path / "sweep" / num / "summary.json").read_text())["status"] == "interrupted"
-        assert out.strip().splitlines()[-1].startswith("to resume: python -m vae_repro.run -m hydra/launcher=stack")
+        assert resume_line(out)[3:] == [*args, "hydra.sweep.dir=sweep", "-m"]  # as typed
     assert reference.wait(timeout=300) == 0
-    result = run_cli(["-m", *args, "hydra.sweep.dir=sweep"], tmp_path)  # the same command again
+    result = run_cli([*args, "hydra.sweep.dir=sweep", "-m"], tmp_path)  # the same command again
     assert result.returncode == 0, result.stderr
     assert "2 of 2 jobs completed" in result.stdout
     for num in ("0", "1"):

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
 
 from vae_repro.checkpoint import CheckpointError, Terminated, config_dict, load_checkpoint, raise_terminated
+from vae_repro.command_line import CommandLine, split_command_line
 from vae_repro.config import Config, ConfigError, check_config, flat
 from vae_repro.data import DataError, data_source, load_dataset, select_train
 from vae_repro.machine import check_compile, resolve_device
@@ -126,7 +127,7 @@ def absolute_paths(cfg: Config) -> None:
 @dataclass
 class Command:
     """What a command line will do, as the pre-check found it."""
-    args: list[str]  # the command line after `python -m vae_repro.run`, its output dir made explicit
+    args: list[str]  # after `python -m vae_repro.run`, as typed, its output dir made explicit
     multirun: bool
     out_dir: Path  # the run's dir, or the sweep's
     job_dirs: list[Path]
@@ -136,14 +137,12 @@ class Command:
     tracker_hint: str | None = None  # the command that shows the jobs' tracker runs
 
 
-def precheck(argv: list[str]) -> Command | None:
+def precheck(line: CommandLine) -> Command | None:
     """Compose and check every job of the command, its data and its output dir; raise on the first
     bad one. None for Hydra's own options (--help, --cfg, ...), which are left to Hydra."""
-    flags = [a for a in argv if a.startswith("-")]
-    if any(f not in ("-m", "--multirun") for f in flags):
+    if line.other_options:
         return None
-    multirun = bool(flags)
-    overrides = [a for a in argv if not a.startswith("-")]
+    multirun, overrides = line.multirun, line.overrides
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="precheck"):
         if multirun:
             jobs, hydra_cfg = _sweep_jobs(overrides)
@@ -184,8 +183,8 @@ def precheck(argv: list[str]) -> Command | None:
             raise RunDirBusy(busy_message(job_dir, pid))
         load_checkpoint(job_dir / "checkpoint.pt", config_dict(cfg))
     in_this_process = launcher.endswith("BasicLauncher") or launcher.endswith("StackLauncher") and not on_slurm
-    return Command(argv + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)), launcher,
-                   in_this_process, tracker_hint(cfgs[0], out_dir))
+    return Command(line.words + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)),
+                   launcher, in_this_process, tracker_hint(cfgs[0], out_dir))
 
 
 def check_output_dir(job_dir: Path, key: str) -> None:
@@ -202,22 +201,18 @@ def check_output_dir(job_dir: Path, key: str) -> None:
                           "choose another output dir") from None
 
 
-def sweep_dry_run(argv: list[str]) -> bool:
+def sweep_dry_run(line: CommandLine) -> bool:
     """`-m ... --cfg job`, which Hydra refuses for a sweep: print each job's config, checked, and run
-    nothing. False where argv asks for something else; ConfigError for Hydra's other options with -m."""
-    args = [part for a in argv for part in (a.split("=", 1) if a.startswith("--cfg=") else [a])]
-    options = [a for a in args if a.startswith("-") and a not in ("-m", "--multirun")]
-    if not {"-m", "--multirun"} & set(args) or not options or {"--help", "-h", "--hydra-help"} & set(options):
+    nothing. False where the line asks for something else; ConfigError for Hydra's other options with -m."""
+    options = line.other_options
+    if not line.multirun or not options or {"--help", "-h", "--hydra-help"} & set(options):
         return False
-    rest = [a for a in args if a not in ("-m", "--multirun")]
-    at = rest.index(options[0])
-    if options not in (["--cfg"], ["-c"]) or rest[at + 1:at + 2] != ["job"]:
-        asked = " ".join(rest[at:at + 2] if options[0] in ("--cfg", "-c") else options)
+    if options not in (["--cfg", "job"], ["-c", "job"]):
+        asked = " ".join(options[:2] if options[0] in ("--cfg", "-c") else options)
         raise ConfigError(f"{asked} with -m: Hydra shows one run's config; `-m ... --cfg job` "
                           "shows the config of each job of a sweep")
-    overrides = rest[:at] + rest[at + 2:]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="dry_run"):
-        jobs, _ = _sweep_jobs(overrides)
+        jobs, _ = _sweep_jobs(line.overrides)
         for num, job in enumerate(jobs):
             cfg, _ = _compose_job(job, num)
             print(f"# job {num}: {' '.join(job)}\n{OmegaConf.to_yaml(OmegaConf.structured(cfg))}")
@@ -314,10 +309,12 @@ def run_stack(cfgs: list[Config], out_dirs: list[str], multirun: bool) -> list[s
 
 
 def main() -> None:
+    line = split_command_line(sys.argv[1:])
+    sys.argv[1:] = line.for_hydra()  # in an order Hydra reads, whatever the user's
     try:
-        if sweep_dry_run(sys.argv[1:]):
+        if sweep_dry_run(line):
             return
-        command = precheck(sys.argv[1:])
+        command = precheck(line)
     except (HydraException, OmegaConfBaseException, ConfigError, DataError, CheckpointError, RunDirBusy) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
@@ -326,7 +323,7 @@ def main() -> None:
         return
     os.environ[JOBS_AT_ONCE] = str(command.jobs_at_once)
     os.environ["HYDRA_FULL_ERROR"] = "1"  # errors outside the jobs come up to here, to be told in one line
-    sys.argv[1:] = command.args
+    sys.argv[1:] = split_command_line(command.args).for_hydra()
     if command.jobs_in_this_process:  # a job stopped by SIGTERM checkpoints, then raises Terminated here
         signal.signal(signal.SIGTERM, raise_terminated)
     joblib = command.launcher.endswith("JoblibLauncher")
