@@ -179,6 +179,8 @@ BAD_INPUTS = [
     (["latent_dim=abc"], ("latent_dim", "'abc'", "Integer")),
     (["latnt_dim=3"], ("latnt_dim", "did you mean latent_dim?", "--help")),
     (["optimizer.lrr=0.1"], ("optimizer.lrr", "did you mean optimizer.lr?")),
+    (["+model.num_layers=2"], ("model.num_layers", "no such key", "--help")),  # added, but nothing reads it
+    (["+model.hiden_size=200", "-m"], ("model.hiden_size", "did you mean model.hidden_size?")),
     (["latent_dim=2,x", "-m"], ("latent_dim", "'x'", "Integer")),
     (["latent_dim=3,0", "-m", "seed=1"], ("latent_dim=0", ">= 1")),
     (["optimizer.lr=0"], ("optimizer.lr=0.0", "> 0")),

@@ -74,15 +74,24 @@ def jobs_at_once(launcher: DictConfig, n_jobs: int) -> int:
 def _one_line(e: Exception) -> str:
     cause = e.__cause__
     if isinstance(cause, ConfigAttributeError) and cause.full_key:  # a key the schema does not have
-        return f"{cause.full_key}: no such key{_did_you_mean(cause.full_key)}; --help lists the keys"
+        return _no_such_key(cause.full_key)
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         return f"{cause.full_key}: {cause.msg.splitlines()[0]}"
     return " ".join(str(e).split("Config search path")[0].split())
 
 
-def _did_you_mean(key: str) -> str:
+def _no_such_key(key: str) -> str:
     close = difflib.get_close_matches(key, flat(OmegaConf.to_container(OmegaConf.structured(Config))), n=1)
-    return f" (did you mean {close[0]}?)" if close else ""
+    return f"{key}: no such key{f' (did you mean {close[0]}?)' if close else ''}; --help lists the keys"
+
+
+def _check_known_keys(composed: DictConfig) -> None:
+    """A key added with +KEY=VALUE that nothing reads is refused, as a misspelt one is: else the job
+    would train without it and record it as a setting."""
+    known = flat(OmegaConf.to_container(OmegaConf.structured(Config)))
+    for key in flat(OmegaConf.to_container(composed)):
+        if key not in known:
+            raise ConfigError(_no_such_key(key))
 
 
 def _sweep_jobs(overrides: list[str]) -> tuple[list[list[str]], DictConfig]:
@@ -108,6 +117,7 @@ def _compose_job(overrides: list[str], num: int) -> tuple[Config, DictConfig]:
         for key in ("run.dir", "sweep.dir", "sweep.subdir"):
             OmegaConf.update(hydra_cfg, key, str(OmegaConf.select(hydra_cfg, key)))
         del composed["hydra"]
+    _check_known_keys(composed)
     cfg: Config = OmegaConf.to_object(composed)
     check_config(cfg)
     absolute_paths(cfg)
