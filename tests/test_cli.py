@@ -297,6 +297,8 @@ def test_help_explains_every_top_level_key_with_examples(tmp_path):
     assert "algorithm: aevb, iwae, mcem, wake_sleep" in result.stdout  # the config groups, from conf/
     examples = result.stdout.split("== Examples ==")[1].strip().splitlines()
     assert len([line for line in examples if line.startswith("python -m vae_repro.run ")]) == 6
+    assert "optimizer.lr=0.1" not in result.stdout.split("== Examples ==")[1]  # it wrecks an MNIST model
+    assert "hydra.launcher.n_jobs" in result.stdout and "hydra/launcher=joblib" in result.stdout
 
 
 def test_a_run_ends_by_saying_where_its_output_is(data_root, tmp_path):
