@@ -12,6 +12,7 @@ from conftest import QUICK, assert_one_line, metrics_rows, run_cli
 from test_resume import LONG, start, wait_for_checkpoint
 
 from vae_repro.config import Config, DataConfig, LoggerConfig, ModelConfig, TrainConfig
+from vae_repro.trackers import run_name, swept_keys
 from vae_repro.train import train
 
 pytest.importorskip("mlflow", reason="the tracking extra: pip install -e '.[tracking]'")
@@ -29,9 +30,15 @@ def small_config(data_root, logger: LoggerConfig) -> Config:
                   train=TrainConfig(max_samples=3000, eval_start=500, eval_points_per_decade=2, progress=False))
 
 
+def event_folder(job_dir):
+    """The job's one folder in tensorboard/, whose name TensorBoard shows as the run's."""
+    (folder,) = (job_dir / "tensorboard").iterdir()
+    return folder
+
+
 def scalars(job_dir) -> dict[str, list[tuple[int, float]]]:
     """What TensorBoard shows of the job: each scalar's (step, value) pairs."""
-    events = EventAccumulator(str(job_dir / "tensorboard"))
+    events = EventAccumulator(str(event_folder(job_dir)))
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
@@ -57,7 +64,7 @@ def test_tensorboard_has_every_row_at_its_samples_and_the_config_as_hparams(data
     assert sorted(logged) == sorted(ROW_METRICS)
     for key in ROW_METRICS:
         assert [(s, pytest.approx(v, rel=1e-6)) for s, v in csv_column(tmp_path / "job", key)] == logged[key]
-    events = EventAccumulator(str(tmp_path / "job" / "tensorboard"))
+    events = EventAccumulator(str(event_folder(tmp_path / "job")))
     events.Reload()
     content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
@@ -74,7 +81,7 @@ def test_mlflow_has_a_run_per_job_with_params_metrics_model_and_sweep_tag(data_r
     for job, latent_dim in (("0", 2), ("1", 3)):
         job_dir = tmp_path / "sweep" / job
         client, run = mlflow_run(uri, job_dir)
-        assert run.info.status == "FINISHED" and f"latent_dim={latent_dim}" in run.info.run_name
+        assert run.info.status == "FINISHED" and run.info.run_name == f"latent_dim={latent_dim}"  # what differs
         assert run.data.tags["sweep"] == str(tmp_path / "sweep") and run.data.tags["job_dir"] == str(job_dir)
         saved = json.loads((job_dir / "summary.json").read_text())
         assert saved["status"] == "completed"
@@ -150,3 +157,32 @@ def test_a_missing_tracker_package_is_one_line(logger, main_cli, monkeypatch, da
     assert status == 2
     assert_one_line(err, f"logger={logger}", f"the {logger} package is not installed", "pip install -e '.[tracking]'")
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("task, params, swept", [
+    (["latent_dim=2,5", "data.root=/data", "train.progress=false"], None, {"latent_dim"}),
+    (["algorithm=aevb,iwae", "seed=range(3)", "+model.x=1"], None, {"algorithm", "seed"}),
+    (["sweep=fig2"], {"algorithm": "aevb,wake_sleep", "latent_dim": "3,5"}, {"algorithm", "latent_dim"}),
+    (["sweep=fig2", "algorithm=aevb"], {"algorithm": "aevb,wake_sleep", "latent_dim": "3,5"}, {"latent_dim"}),
+])
+def test_a_sweeps_runs_are_named_by_the_keys_it_varies(task, params, swept):
+    assert swept_keys(task, params) == swept
+    job = ["algorithm=aevb", "latent_dim=3", "seed=1", "data.root=/long/path", "train.progress=False"]
+    assert run_name(job, swept, "0") == " ".join(o for o in job if o.split("=")[0] in swept)
+
+
+def test_a_single_runs_tracker_run_is_named_by_what_it_trains():
+    job = ["latent_dim=3", "data.root=/long/path", "train.progress=False", "seed=1", "hydra.run.dir=x"]
+    assert run_name(job, None, "12-00-00") == "latent_dim=3 seed=1"
+    assert run_name(["data.root=/long/path"], None, "12-00-00") == "12-00-00"
+
+
+@pytest.mark.slow
+def test_tensorboard_names_a_sweeps_runs_by_their_overrides(data_root, tmp_path):
+    result = run_cli(["latent_dim=2,3", "-m", f"data.root={data_root}", "logger=tensorboard", "hydra.sweep.dir=sweep",
+                      *QUICK], tmp_path)
+    assert result.returncode == 0, result.stderr
+    sweep = tmp_path / "sweep"
+    assert [event_folder(sweep / job).name for job in ("0", "1")] == ["latent_dim=2", "latent_dim=3"]
+    assert result.stdout.strip().splitlines()[-1] == (
+        f"to browse the runs: tensorboard --logdir_spec {sweep / '0' / 'tensorboard'},{sweep / '1' / 'tensorboard'}")

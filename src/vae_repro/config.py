@@ -174,6 +174,13 @@ def flat(config, prefix: str = "") -> dict[str, str]:
     return values
 
 
+# Config keys that do not make two runs different settings: seeds are what the band is drawn
+# over, and the others say where, how fast or how long a run ran, not what it trained.
+NOT_A_SETTING = {"seed", "data.root", "data.download", "device", "threads", "train.progress",
+                 "train.checkpoint_every", "train.max_samples", "logger.name", "logger.tracking_uri",
+                 "logger.experiment"}
+
+
 # The keys whose values may differ between the models of one stack: they change no shape.
 STACKABLE = ("seed", "latent_dim", "optimizer.lr")
 

@@ -16,15 +16,10 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 from omegaconf import OmegaConf
 
-from vae_repro.config import flat
+from vae_repro.config import NOT_A_SETTING, flat
 from vae_repro.data import dataset_title
 
 COLOURS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue", "iwae": "tab:purple"}
-# Config keys that do not make two runs different settings: seeds are what the band is drawn
-# over, and the others say where, how fast or how long a run ran, not what it trained.
-NOT_A_SETTING = {"seed", "data.root", "data.download", "device", "threads", "train.progress",
-                 "train.checkpoint_every", "train.max_samples", "logger.name", "logger.tracking_uri",
-                 "logger.experiment"}
 CONFIG = "config."  # prefix of the columns that hold each run's config values
 BAND = "band: min-max over {} seeds"  # the legend's entry for the bands of that many seeds
 ONE_ROW_LEGEND = 0.3  # inches: what a figure's height holds for its legend

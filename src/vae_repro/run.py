@@ -194,7 +194,7 @@ def precheck(line: CommandLine) -> Command | None:
         load_checkpoint(job_dir / "checkpoint.pt", config_dict(cfg))
     in_this_process = launcher.endswith("BasicLauncher") or launcher.endswith("StackLauncher") and not on_slurm
     return Command(line.words + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)),
-                   launcher, in_this_process, tracker_hint(cfgs[0], out_dir))
+                   launcher, in_this_process, tracker_hint(cfgs[0], job_dirs))
 
 
 def check_output_dir(job_dir: Path, key: str) -> None:

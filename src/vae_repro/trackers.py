@@ -10,12 +10,14 @@ job computes again to the same values.
 """
 import logging
 import os
+import shlex
 import time
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from vae_repro.config import Config, ConfigError, flat
+from vae_repro.config import NOT_A_SETTING, Config, ConfigError, flat
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,38 @@ def default_tracking_uri(outputs: Path) -> str:
     return f"sqlite:///{outputs / 'mlflow.db'}"
 
 
-def tracker_hint(cfg: Config, out_dir: Path) -> str | None:
-    """The command that shows the command's tracker runs, to print at its end."""
+def tracker_hint(cfg: Config, job_dirs: list[Path]) -> str | None:
+    """The command that shows the command's tracker runs, to print at its end. TensorBoard names
+    each run by its folder in a job's tensorboard/ (`run_name`), given each job's as a --logdir_spec."""
     name = str(cfg.logger.name)
     if name == "tensorboard":
-        return f"tensorboard --logdir {out_dir}"
+        folders = [str(d / "tensorboard") for d in job_dirs]
+        return f"tensorboard --logdir {folders[0]}" if len(folders) == 1 else \
+            f"tensorboard --logdir_spec {shlex.quote(','.join(folders))}"
     return f"mlflow ui --backend-store-uri {cfg.logger.tracking_uri}" if name == "mlflow" else None
+
+
+def override_key(override: str) -> str:
+    """`latent_dim` of `latent_dim=2`, `+model.x=1` and `~model.x`; `algorithm` of `algorithm=iwae`."""
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def swept_keys(task: list[str], sweeper_params) -> set[str]:
+    """The keys a sweep varies: its command line's sweep overrides (`2,5`, `range(...)`, ...) and the
+    parameters of its config's `hydra.sweeper.params` that the command line leaves alone."""
+    parsed = OverridesParser.create().parse_overrides(list(task))
+    given = {override_key(o.input_line) for o in parsed}
+    return {override_key(o.input_line) for o in parsed if o.is_sweep_override()} | set(sweeper_params or {}) - given
+
+
+def run_name(overrides: list[str], swept: set[str] | None, fallback: str) -> str:
+    """What a job's tracker run is called: its overrides of the `swept` keys in a sweep; in a single
+    run (`swept` None), those that change what it trains; `fallback` where there are none."""
+    def named(key: str) -> bool:
+        if key.startswith("hydra"):  # hydra.sweep.dir=..., hydra/launcher=...
+            return False
+        return key in swept if swept is not None else key not in NOT_A_SETTING - {"seed"}
+    return " ".join(o for o in overrides if named(override_key(o))) or fallback
 
 
 class Tracker:
@@ -96,7 +124,9 @@ class TensorBoardRun:
 
         # Hides every event logged after the checkpoint (or, starting afresh, by an earlier attempt).
         purge_step = 0 if resumed_at is None else resumed_at + 1
-        self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=purge_step)
+        # TensorBoard names a run by its folder: the job's overrides, not its dir's number.
+        folder = out / "tensorboard" / _run_name(out).replace("/", "_")[:200]
+        self.writer = SummaryWriter(str(folder), purge_step=purge_step)
         if resumed_at is None:
             metrics = {column: 0.0 for column in columns if column not in ("samples", "wall_s")}
             for summary in hparams(flat(config), metrics):
@@ -141,7 +171,7 @@ class MlflowRun:
         if (sweep := _sweep_dir(out)) is not None:
             tags["sweep"] = sweep
         run = self.client.create_run(self._experiment(cfg.logger.experiment, uri),
-                                     run_name=" ".join(_job_overrides(out)) or out.name, tags=tags)
+                                     run_name=_run_name(out), tags=tags)
         self.run_id, self.logged = run.info.run_id, -1
         params = [Param(key, value) for key, value in flat(config).items()]
         for i in range(0, len(params), 100):  # MLflow takes up to 100 params a call
@@ -181,9 +211,18 @@ class MlflowRun:
         self.client.set_terminated(self.run_id, ended)
 
 
-def _job_overrides(out: Path) -> list[str]:
-    path = out / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
+def _run_name(out: Path) -> str:
+    """`run_name` for the job whose dir is `out`, from what Hydra wrote there and in its sweep's dir."""
+    overrides_path = out / ".hydra" / "overrides.yaml"
+    overrides = [str(o) for o in OmegaConf.load(overrides_path)] if overrides_path.exists() else []
+    sweep = _sweep_dir(out)
+    swept = None
+    if sweep is not None and (Path(sweep) / "multirun.yaml").exists():
+        hydra = OmegaConf.load(Path(sweep) / "multirun.yaml").hydra
+        swept = swept_keys(list(hydra.overrides.task), hydra.sweeper.get("params"))
+    elif sweep is not None:
+        swept = set()  # a sweep of unknown keys: its dir's name
+    return run_name(overrides, swept, out.name)
 
 
 def _sweep_dir(out: Path) -> str | None:
