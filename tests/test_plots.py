@@ -214,12 +214,41 @@ def test_sweep_table_has_a_row_per_job_and_the_swept_keys(sweep, tmp_path, capsy
 
 
 def test_sweep_table_shows_a_flagged_jobs_warning(sweep, capsys):
-    wrecked = summary("completed", -4e6) | {"warning": "the ELBO (-6.9e+06 at 10000 samples) is far below ..."}
-    make_job(sweep / "3", config={"latent_dim": 2, "seed": 2}, summary=wrecked)
+    warning = "the ELBO (-6.9e+06 at 10000 samples) is far below ..."
+    make_job(sweep / "3", config={"latent_dim": 2, "seed": 2}, summary=summary("completed", -4e6) | {"warning": warning})
     table = sweep_table.table([sweep])
     assert list(table.columns)[-1] == "warning"
     flagged = table.set_index("job")["warning"].notna()
     assert flagged[str(sweep / "3")] and flagged.sum() == 1
+
+    assert sweep_table.main([str(sweep)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1 + 5 + 1  # the header, a row per job, the flagged job's warning
+    (row,) = [line for line in printed if line.split()[0] == str(sweep / "3")]
+    assert "completed, flagged" in row and "-4000000.00" in row and warning not in row
+    assert printed[-1] == f"flagged: {sweep / '3'}: {warning}"
+    assert sum("flagged" in line for line in printed[1:-1]) == 1
+
+
+def test_sweep_table_over_seeds_gives_the_mean_and_deviation_per_setting(tmp_path, capsys):
+    sweep = tmp_path / "multirun"
+    for num, (latent_dim, seed, elbo) in enumerate([(2, 0, -340.0), (2, 1, -342.0), (2, 2, -347.0), (5, 0, -330.0),
+                                                     (5, 1, -331.0)]):
+        make_job(sweep / str(num), config={"latent_dim": latent_dim, "seed": seed}, summary=summary("completed", elbo))
+    make_job(sweep / "5", config={"latent_dim": 5, "seed": 2}, summary=summary("running", -500.0, 2000))
+    out = tmp_path / "seeds.csv"
+    assert sweep_table.main([str(sweep), "--over-seeds", "--csv", str(out)]) == 0
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["latent_dim", "seeds", "train_elbo_mean", "train_elbo_std", "test_elbo_mean",
+                                   "test_elbo_std"]
+    assert len(table) == 2 and list(table["latent_dim"]) == [2, 5] and list(table["seeds"]) == [3, 2]
+    assert table["train_elbo_mean"].tolist() == pytest.approx([np.mean([-340, -342, -347]), -330.5])
+    assert table["train_elbo_std"].tolist() == pytest.approx([np.std([-340, -342, -347], ddof=1), np.std([-330, -331],
+                                                                                                          ddof=1)])
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 1 + 2 + 2  # the header, a row per setting, the job left out, the file written
+    assert printed[1].split() == ["2", "3", "-343.00", "±", "3.61", "-345.00", "±", "3.61"]
+    assert printed[-2] == "left out: 1 job not completed"
 
 
 def test_sweep_table_adds_the_iwae_bounds_and_marginals_the_jobs_measured(sweep):
