@@ -2,13 +2,15 @@
 
     python scripts/plot_fig2.py outputs/multirun/2026-11-24/12-00-00 [more dirs] --out fig2.png
     python scripts/plot_fig2.py outputs/runs/DATE/TIME --column kl --ylim 0 40
+    python scripts/plot_fig2.py outputs/multirun/DATE/TIME --overlay
 
 Finds every metrics.csv below the given dirs and reads each job's config from its
 .hydra/config.yaml. Draws a row of panels per dataset, one panel per N_z, each row with its own
 y range; in each panel AEVB and wake-sleep where found, train solid and test dashed. Runs that
 differ only in seed are drawn as their mean with a min-max band; runs that differ in any other
 setting (the decoder, the step size, ...) get rows of their own, the setting in their titles.
-`--column` draws another column than the ELBO, `--ylim` sets the y range by hand.
+`--column` draws another column than the ELBO, `--ylim` sets the y range by hand. `--overlay`
+draws one panel per dataset instead, side by side, with the curves of every N_z on it.
 A metrics.csv still being written is fine: its unfinished last line is ignored.
 """
 import argparse
@@ -19,6 +21,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from vae_repro import plotting  # noqa: E402
@@ -30,6 +33,7 @@ DATASET_ORDER = ["MNIST", "Fashion-MNIST", "Frey Face"]  # rows, top to bottom, 
 PAPER_YLIM = {("MNIST", "bernoulli"): (-150.0, -95.0), ("Frey Face", "gaussian"): (0.0, 1600.0)}
 # The algorithms of Figure 2 as its legend names them, and IWAE (Burda et al., 2015) beside them.
 NAMES = {"aevb": "AEVB", "wake_sleep": "WS", "iwae": "IWAE"}
+LINE_STYLES = {"aevb": "-", "wake_sleep": "--", "iwae": ":"}  # --overlay, where colours tell N_z apart
 SHOWN = {"data.name", "latent_dim", "algorithm.name"}  # told apart by rows, panels and colours
 # The y axis's label for each quantity of metrics.csv; a column not named here is its own label.
 Y_LABELS = {"elbo": "ELBO per datapoint (nats)", "log_px": r"$\mathrm{E}_q[\log p(x|z)]$ per datapoint (nats)",
@@ -73,36 +77,78 @@ def dataset_order(title: str) -> int:
     return DATASET_ORDER.index(title) if title in DATASET_ORDER else len(DATASET_ORDER)
 
 
+def row_groups(rows: pd.DataFrame) -> list[tuple[tuple, pd.DataFrame]]:
+    """The rows of each dataset and setting, in the paper's order of datasets."""
+    keys = sorted(rows[["dataset", "setting"]].drop_duplicates().itertuples(index=False),
+                  key=lambda k: (dataset_order(k.dataset), k.dataset, k.setting))
+    return [(key, rows[(rows["dataset"] == key.dataset) & (rows["setting"] == key.setting)]) for key in keys]
+
+
+def fitted_ylim(key: tuple, data: pd.DataFrame, columns: tuple[str, ...]) -> tuple[float, float]:
+    """The y range of one dataset and setting: its curves', with the paper's range for an ELBO."""
+    likelihood = data[plotting.CONFIG + "model.likelihood"].iloc[0]  # one per row: else it is in the setting
+    is_elbo = all(column.endswith("_elbo") for column in columns)
+    return plotting.y_range(plotting.curves_of(data, columns),
+                            PAPER_YLIM.get((key.dataset, likelihood)) if is_elbo else None)
+
+
 def plot(rows: pd.DataFrame, columns: tuple[str, ...] = COLUMNS, ylim: tuple[float, float] | None = None
          ) -> plt.Figure:
     """A row of panels per dataset and setting, in the paper's order, one panel per N_z in increasing N_z.
     Each row's y range fits its curves (see plotting.y_range), with the paper's range for an ELBO, unless
     `ylim` is given."""
-    row_keys = sorted(rows[["dataset", "setting"]].drop_duplicates().itertuples(index=False),
-                      key=lambda k: (dataset_order(k.dataset), k.dataset, k.setting))
-    data_of = {key: rows[(rows["dataset"] == key.dataset) & (rows["setting"] == key.setting)] for key in row_keys}
-    latent_dims = {key: sorted(data["latent_dim"].unique()) for key, data in data_of.items()}
-    n_cols = max(len(dims) for dims in latent_dims.values())
-    fig, axes = plt.subplots(len(row_keys), n_cols, figsize=(3.2 * n_cols, 3.4 * len(row_keys)), squeeze=False)
-    is_elbo = all(column.endswith("_elbo") for column in columns)
-    for row_axes, key in zip(axes, row_keys):
-        data = data_of[key]
-        likelihood = data[plotting.CONFIG + "model.likelihood"].iloc[0]  # one per row: else it is in the setting
-        paper_ylim = PAPER_YLIM.get((key.dataset, likelihood)) if is_elbo else None
-        row_ylim = ylim or plotting.y_range(plotting.curves_of(data, columns), paper_ylim)
-        for ax, latent_dim in zip(row_axes, latent_dims[key]):
+    groups = row_groups(rows)
+    latent_dims = [sorted(data["latent_dim"].unique()) for _, data in groups]
+    n_cols = max(len(dims) for dims in latent_dims)
+    fig, axes = plt.subplots(len(groups), n_cols, figsize=(3.2 * n_cols, 3.4 * len(groups)), squeeze=False)
+    for row_axes, (key, data), dims in zip(axes, groups, latent_dims):
+        row_ylim = ylim or fitted_ylim(key, data, columns)
+        for ax, latent_dim in zip(row_axes, dims):
             panel = data[data["latent_dim"] == latent_dim]
             plotting.draw_curves(ax, panel, columns, NAMES)
             title = f"{key.dataset}, $N_z$ = {latent_dim}"
             ax.set_title(title + (f"\n{key.setting}" if key.setting else ""), fontsize="medium")
-            plotting.log_x_axis(ax)
-            ax.set_xlabel("# training samples evaluated")
-            ax.set_ylim(*row_ylim)
-            ax.grid(True, which="major", alpha=0.3)
-            plotting.note_outside(ax, panel, columns)
+            finish_panel(ax, panel, columns, row_ylim)
         row_axes[0].set_ylabel(y_label(columns))
-        for ax in row_axes[len(latent_dims[key]):]:
+        for ax in row_axes[len(dims):]:
             ax.remove()  # a row with fewer N_z than the widest
+    plotting.legend_below(fig)
+    return fig
+
+
+def finish_panel(ax: plt.Axes, panel: pd.DataFrame, columns: tuple[str, ...], ylim: tuple[float, float]) -> None:
+    plotting.log_x_axis(ax)
+    ax.set_xlabel("# training samples evaluated")
+    ax.set_ylim(*ylim)
+    ax.grid(True, which="major", alpha=0.3)
+    plotting.note_outside(ax, panel, columns)
+
+
+def plot_overlay(rows: pd.DataFrame, columns: tuple[str, ...] = COLUMNS, ylim: tuple[float, float] | None = None
+                 ) -> plt.Figure:
+    """One panel per dataset and setting, side by side (no empty slot, whatever their count), each with
+    the curves of every N_z: a colour per N_z, a line style per algorithm, test in full colour and
+    train lighter; seeds as their mean."""
+    groups = row_groups(rows)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.8 * len(groups), 4.0), squeeze=False)
+    for ax, (key, data) in zip(axes[0], groups):
+        dims = sorted(data["latent_dim"].unique())
+        for colour, latent_dim in zip(plt.get_cmap("viridis")(np.linspace(0, 0.9, len(dims))), dims):
+            for algorithm in NAMES:
+                runs = data[(data["latent_dim"] == latent_dim) & (data["algorithm"] == algorithm)]
+                for column in columns if len(runs) else ():
+                    mean = runs.groupby("samples")[column].mean()
+                    ax.plot(mean.index, mean.to_numpy(), LINE_STYLES[algorithm], color=colour,
+                            alpha=0.45 if column.startswith("train_") else 1.0)
+            ax.plot([], [], color=colour, label=f"$N_z$ = {latent_dim}")  # legend entries, drawing nothing
+        for algorithm in [a for a in NAMES if a in set(data["algorithm"])]:
+            ax.plot([], [], LINE_STYLES[algorithm], color="0.2", label=NAMES[algorithm])
+        for column in columns:
+            ax.plot([], [], color="0.2", alpha=0.45 if column.startswith("train_") else 1.0,
+                    label=column.split("_")[0] if column.startswith(("train_", "test_")) else column)
+        ax.set_title(key.dataset + (f"\n{key.setting}" if key.setting else ""), fontsize="medium")
+        finish_panel(ax, data, columns, ylim or fitted_ylim(key, data, columns))
+        ax.set_ylabel(y_label(columns))
     plotting.legend_below(fig)
     return fig
 
@@ -111,10 +157,13 @@ def make_figure(args: argparse.Namespace) -> plt.Figure:
     if args.ylim is not None and args.ylim[0] >= args.ylim[1]:
         raise PlotError(f"--ylim {args.ylim[0]:g} {args.ylim[1]:g}: LOW must be below HIGH")
     columns = columns_to_draw(args.column, plotting.metrics_columns(args.dirs))
-    return plot(read_runs(args.dirs, columns), columns, args.ylim)
+    return (plot_overlay if args.overlay else plot)(read_runs(args.dirs, columns), columns, args.ylim)
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overlay", action="store_true",
+                        help="one panel per dataset with the curves of every N_z, a colour each, instead of a panel "
+                             "per N_z")
     parser.add_argument("--column", default="elbo", metavar="NAME", help=COLUMN_HELP)
     parser.add_argument("--ylim", nargs=2, type=float, metavar=("LOW", "HIGH"),
                         help="the y range of every panel (default: fit the curves; for the ELBO, the paper's range "

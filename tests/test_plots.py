@@ -114,6 +114,35 @@ def test_one_panel_legend_fits_and_names_the_band_of_seeds(tmp_path):
     assert_legend_inside_the_figure_and_off_the_panels(fig)
 
 
+def test_a_band_over_runs_of_one_seed_says_so(tmp_path):
+    """Two sweeps of the same config and seed (say through two launchers): their band spans runs, not seeds."""
+    for sweep, shift in (("basic", 0.0), ("stack", 0.5)):
+        make_job(tmp_path / sweep, metrics(elbo=ELBO + shift))
+    make_job(tmp_path / "other_seed", metrics(elbo=ELBO + 1.0), {"seed": 1})
+    assert legend_texts(draw([tmp_path / "basic", tmp_path / "stack"]))[-1] == "band: min-max over 2 runs of 1 seed"
+    assert legend_texts(draw([tmp_path]))[-1] == "band: min-max over 3 runs of 2 seeds"
+
+
+def test_overlay_draws_every_latent_size_of_a_dataset_on_one_panel(tmp_path):
+    for latent_dim in (2, 5, 10):
+        make_job(tmp_path / f"mnist{latent_dim}", metrics(elbo=ELBO + latent_dim), {"latent_dim": latent_dim})
+        make_job(tmp_path / f"ws{latent_dim}", metrics(elbo=ELBO - latent_dim),
+                 {"latent_dim": latent_dim, "algorithm.name": "wake_sleep"})
+    for dataset in ("frey_face", "fashion_mnist"):
+        make_job(tmp_path / dataset, config={"data.name": dataset, "latent_dim": 2})
+    fig = plot_fig2.plot_overlay(plot_fig2.read_runs([tmp_path]))
+    assert [ax.get_title() for ax in fig.axes] == ["MNIST", "Fashion-MNIST", "Frey Face"]  # three: no empty slot
+    mnist = fig.axes[0]
+    drawn = [line for line in mnist.get_lines() if len(line.get_xdata())]
+    assert len(drawn) == 3 * 2 * 2  # each N_z, algorithm and split
+    assert len({tuple(line.get_color()) for line in drawn}) == 3  # a colour per N_z
+    assert {line.get_linestyle() for line in drawn} == {"-", "--"}  # a style per algorithm
+    assert legend_texts(fig) == ["$N_z$ = 2", "$N_z$ = 5", "$N_z$ = 10", "AEVB", "WS", "train", "test"]
+    assert_legend_inside_the_figure_and_off_the_panels(fig)
+    assert plot_fig2.main([str(tmp_path), "--overlay", "--out", str(tmp_path / "overlay.png")]) == 0
+    assert (tmp_path / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_iwae_is_drawn_beside_aevb_in_a_colour_of_its_own(tmp_path):
     make_job(tmp_path / "aevb")
     make_job(tmp_path / "iwae", metrics(elbo=ELBO + 5.0), {"algorithm.name": "iwae"})

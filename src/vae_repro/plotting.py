@@ -21,7 +21,14 @@ from vae_repro.data import dataset_title
 
 COLOURS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue", "iwae": "tab:purple"}
 CONFIG = "config."  # prefix of the columns that hold each run's config values
-BAND = "band: min-max over {} seeds"  # the legend's entry for the bands of that many seeds
+
+
+def band_label(runs: int, seeds: int) -> str:
+    """The legend's entry for a band: what it spans, seeds, or runs that repeat a seed (the same
+    setting run twice, say by two launchers)."""
+    if runs == seeds:
+        return f"band: min-max over {seeds} seeds"
+    return f"band: min-max over {runs} runs of {seeds} seed{'s' if seeds > 1 else ''}"
 ONE_ROW_LEGEND = 0.3  # inches: what a figure's height holds for its legend
 
 
@@ -158,16 +165,16 @@ def draw_curves(ax: plt.Axes, panel: pd.DataFrame, columns: tuple[str, ...], nam
         runs = panel[panel["algorithm"] == algorithm]
         if runs.empty:
             continue
-        seeds = runs["run"].nunique()
+        n_runs = runs["run"].nunique()
         for column in columns:
             split = column.split("_")[0] if column.startswith(("train_", "test_")) else None
             stats = runs.groupby("samples")[column].agg(["mean", "min", "max"])
             x = stats.index / x_unit
             ax.plot(x, stats["mean"], "--" if split == "test" else "-", color=COLOURS[algorithm],
                     label=f"{name} ({split})" if split else name)
-            if seeds > 1:
+            if n_runs > 1:
                 ax.fill_between(x, stats["min"], stats["max"], color=COLOURS[algorithm], alpha=0.2, linewidth=0,
-                                label=BAND.format(seeds))
+                                label=band_label(n_runs, runs[CONFIG + "seed"].nunique()))
 
 
 def log_x_axis(ax: plt.Axes) -> None:
