@@ -118,6 +118,8 @@ def bad_data(tmp_path):
     (["data=array", "data.path=small.npy", "data.test_size=1.5"], ("data.test_size=1.5", "whole number")),
     (["data=folder"], ("data.root",)),
     (["data=folder", "data.root=no_images"], ("data.root=", "no_images", "no images in this folder", ".png")),
+    (["data=folder", "data.root=missing"], ("data.root=", "missing", "no such folder")),
+    (["data=folder", "data.root=."], ("data.root=", "no images in this folder, only folders (half/, no_images/, ")),
     (["data=folder", "data.root=sizes"], ("img2.png", "20x28", "img0.png is 28x28")),
     (["data=folder", "data.root=half"], ("half", "has train/ but no test/")),
 ])

@@ -159,8 +159,11 @@ def read_images(folder: Path, where: str) -> np.ndarray:
     files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
                     and not p.name.startswith(".")), key=natural_key)
     if not files:
-        raise DataError(f"{where}: no images in this folder (data=folder reads files ending in "
-                        f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+        subfolders = sorted(p.name + "/" for p in folder.iterdir() if p.is_dir())
+        holds = f", only folders ({', '.join(subfolders[:3])}{', ...' if len(subfolders) > 3 else ''})" \
+            if subfolders else ""
+        raise DataError(f"{where}: no images in this folder{holds} (data=folder reads the files ending in "
+                        f"{', '.join(sorted(IMAGE_SUFFIXES))} in it, or in its train/ and test/)")
     images = []
     for path in tqdm(files, desc=f"reading {folder.name}/", unit="image", leave=False, disable=len(files) < 2000):
         try:
