@@ -15,7 +15,9 @@ def job_dir(tmp_path, sweep, num):
 
 
 def test_a_stacked_sweep_equals_the_basic_launchers(data_root, tmp_path):
-    sweep = ["-m", "latent_dim=2,3", "seed=0,1", "optimizer.lr=0.02,0.05", f"data.root={data_root}", *QUICK]
+    # The paper's step sizes: models that train smoothly (a step size that wrecks a model, 0.05 here with an
+    # ELBO of -3e9, would amplify the rounding below without bound).
+    sweep = ["-m", "latent_dim=2,3", "seed=0,1", "optimizer.lr=0.01,0.02", f"data.root={data_root}", *QUICK]
     stacked = run_cli([*sweep, "hydra/launcher=stack", "hydra.sweep.dir=stacked"], tmp_path)
     assert stacked.returncode == 0, stacked.stderr
     assert stacked.stdout.strip().splitlines()[-1] == f"8 of 8 jobs completed; outputs in {tmp_path / 'stacked'}"
@@ -32,9 +34,11 @@ def test_a_stacked_sweep_equals_the_basic_launchers(data_root, tmp_path):
         got, expected = rows_without_wall_time(job), rows_without_wall_time(job_dir(tmp_path, "basic", num))
         if summary["latent_dim"] == 3:  # the stack's largest N_z: as alone, to the bit
             assert got == expected
-        else:  # padded: the same up to the rounding of the padded products (tests/test_stack.py)
-            assert [float(r["test_elbo"]) for r in got] == pytest.approx([float(r["test_elbo"]) for r in expected],
-                                                                         rel=1e-6)
+        else:  # padded: zero columns change the order in which a product's kernel sums, so each result
+            # differs in its last bits (~1e-7); 30 steps grew that to 4.5e-7 of the ELBO on one CPU. 1e-5 leaves
+            # room for other CPUs' kernels, and is far below what any change in the computation would move.
+            for column in ("train_elbo", "test_elbo"):
+                assert [float(r[column]) for r in got] == pytest.approx([float(r[column]) for r in expected], rel=1e-5)
 
 
 def test_a_diverging_model_fails_alone_and_the_command_says_so(data_root, tmp_path):
