@@ -351,3 +351,12 @@ def test_diverging_job_fails_alone_and_is_listed(data_root, tmp_path):
     assert result.stdout.strip().splitlines()[-1] == f"1 of 2 jobs completed; outputs in {tmp_path / 'sweep'}"
     assert json.loads((tmp_path / "sweep" / "0" / "summary.json").read_text())["status"] == "diverged"
     assert json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())["status"] == "completed"
+
+
+def test_a_single_run_that_diverges_says_so_once(data_root, tmp_path):
+    """Its failure's DEBUG record goes to its log file alone, the report's line to the console."""
+    result = run_cli([f"data.root={data_root}", *QUICK, "optimizer.lr=1e6", "hydra.run.dir=run"], tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("diverged: the weights became NaN or infinite") == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"{tmp_path / 'run'}: diverged: ")
+    assert "DEBUG" not in result.stderr and "diverged" in (tmp_path / "run" / "run.log").read_text()

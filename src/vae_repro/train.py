@@ -16,14 +16,13 @@ import math
 import random
 import signal
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vae_repro.adagrad import Adagrad
 from vae_repro.algorithms import STEPS, replayed_in_cuda_graph
@@ -48,6 +47,33 @@ CHECK_EVERY = 100
 # A run is flagged as wrecked when its ELBO falls below the untrained model's by more than this many
 # times the latter's size; the untrained model is scored on this many test images.
 WRECKED_MARGIN, UNTRAINED_EVAL_POINTS = 10, 1000
+
+
+class BarSafeStream:
+    """A console stream whose lines tqdm writes above its bar, instead of through it."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        if text.strip():
+            tqdm.write(text.rstrip("\n"), file=self.stream)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextmanager
+def logs_above_the_bar():
+    """Log lines on the console above the progress bar. tqdm's logging_redirect_tqdm does this too,
+    but its handler drops the console handler's level, so DEBUG records reached the console."""
+    consoles = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
+    streams = [h.setStream(BarSafeStream(h.stream)) for h in consoles]
+    try:
+        yield
+    finally:
+        for handler, stream in zip(consoles, streams):
+            handler.setStream(stream)
 
 
 class Diverged(RuntimeError):
@@ -374,7 +400,7 @@ class Job:
                    desc=f"{self.cfg.algorithm.name} N_z={','.join(map(str, sorted(set(self.model.latent_dims))))}"
                         f"{stacked}", disable=not self.cfg.train.progress)
         try:
-            with StopSignals() as stop, logging_redirect_tqdm():
+            with StopSignals() as stop, logs_above_the_bar():
                 self.summaries_now("running")
                 while progress.samples < schedule[-1] and stop.received is None and self.cfgs:
                     # Steps up to the next event: an evaluation, a checkpoint, the end of the warm-up (whose
