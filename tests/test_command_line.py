@@ -5,6 +5,7 @@ import sys
 
 import pytest
 from conftest import QUICK, REPO, run_cli
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from vae_repro import run as run_module
@@ -80,3 +81,16 @@ def test_a_sweep_with_m_last_trains_every_job_and_plots(launcher, data_root, tmp
     plotted = subprocess.run([*PLOT, str(sweep), "--out", str(tmp_path / "fig2.png")], capture_output=True, text=True)
     assert plotted.returncode == 0, plotted.stderr
     assert (tmp_path / "fig2.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_sweep_expands_as_hydras_basic_sweeper_does():
+    overrides = OverridesParser.create().parse_overrides(["latent_dim=range(2,4)", "seed=choice(1,2)", "device=cpu"])
+    assert run_module.expand_sweep(overrides) == [
+        ["latent_dim=2", "seed=1", "device=cpu"], ["latent_dim=2", "seed=2", "device=cpu"],
+        ["latent_dim=3", "seed=1", "device=cpu"], ["latent_dim=3", "seed=2", "device=cpu"]]
+
+
+def test_an_interval_is_refused_by_the_basic_sweeper_in_one_line(tmp_path, main_cli):
+    status, _, err = main_cli(["optimizer.lr=interval(0.01,0.1)", "-m"], tmp_path)
+    assert status == 2
+    assert err.count("\n") == 1 and err.startswith("error: optimizer.lr=interval(0.01,0.1): ") and "interval" in err

@@ -10,6 +10,7 @@ and saying where the output is.
 """
 import contextlib
 import difflib
+import itertools
 import logging
 import os
 import shlex
@@ -22,10 +23,10 @@ from pathlib import Path
 import hydra
 import torch
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper  # its sweep expansion, reused as is
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
@@ -104,7 +105,23 @@ def _sweep_jobs(overrides: list[str]) -> tuple[list[list[str]], DictConfig]:
     swept = {o.get_key_element(): o for o in parsed}
     config_params = hydra_cfg.sweeper.get("params") or {}
     from_config = parser.parse_overrides([f"{k}={v}" for k, v in config_params.items() if k not in swept])
-    return BasicSweeper.split_arguments(from_config + list(swept.values()), None)[0], hydra_cfg
+    return expand_sweep(from_config + list(swept.values())), hydra_cfg
+
+
+def expand_sweep(overrides: list[Override]) -> list[list[str]]:
+    """Each job's overrides, as Hydra's basic sweeper makes them: every combination of the values
+    of the sweep overrides (a,b; range(...); choice(...)), the first key varying slowest."""
+    values = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ConfigError(f"{override.input_line}: the basic sweeper takes a list of values, a range or a choice, "
+                              "not an interval")
+    return [list(job) for job in itertools.product(*values.values())]
 
 
 def _compose_job(overrides: list[str], num: int) -> tuple[Config, DictConfig]:
