@@ -45,7 +45,7 @@ from vae_repro.train import error_line, train_stack
 from vae_repro.workers import (StopWorkers, command_stopped, in_worker, prepare_worker,
                                wait_for_child_processes)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # in the package, so that an installed copy finds it
 ConfigStore.instance().store(name="config_schema", node=Config)
 log = logging.getLogger(__name__)
 # How many jobs of this command share the machine at once: set by `main` for the jobs it starts,
