@@ -6,7 +6,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from vae_repro.config import Config, ConfigError, check_config
-from vae_repro.run import CONF_DIR, _sweep_jobs, available_cores, jobs_at_once
+from vae_repro.run import CONF_DIR, _sweep_jobs, available_cores, job_config, jobs_at_once
 from vae_repro.metrics import eval_schedule
 
 
@@ -23,6 +23,14 @@ def test_yaml_defaults_match_the_schema_and_the_paper():
     assert cfg.optimizer.lr in (0.01, 0.02, 0.1)
     assert cfg.optimizer.prior_std == 1.0 and cfg.optimizer.weight_decay is None  # 1 / N_train, see test_train
     assert str(cfg.model.likelihood) == "bernoulli" and cfg.model.decoder_logvar_min is None
+
+
+def test_a_jobs_paths_are_absolute_from_where_the_command_starts(tmp_path, monkeypatch):
+    """One function for every way a job starts: the pre-check, Hydra's task and the stack launcher."""
+    monkeypatch.chdir(tmp_path)
+    cfg = job_config(compose_config(["data=array", "data.path=mine.npz", "data.root=here", "logger=mlflow"]))
+    assert (cfg.data.path, cfg.data.root) == (str(tmp_path / "mine.npz"), str(tmp_path / "here"))
+    assert cfg.logger.tracking_uri == f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}"
 
 
 def test_frey_face_data_brings_the_papers_frey_model_and_yields_to_the_command_line():

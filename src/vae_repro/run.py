@@ -135,20 +135,21 @@ def _compose_job(overrides: list[str], num: int) -> tuple[Config, DictConfig]:
             OmegaConf.update(hydra_cfg, key, str(OmegaConf.select(hydra_cfg, key)))
         del composed["hydra"]
     _check_known_keys(composed)
+    return job_config(composed), hydra_cfg
+
+
+def job_config(composed: DictConfig) -> Config:
+    """A job's composed config (less its hydra node) as the typed config it trains with, checked, the
+    same for the pre-check, Hydra's task function and the stack launcher: data paths and the default
+    MLflow store as given relative to where the command starts, wherever its jobs run."""
     cfg: Config = OmegaConf.to_object(composed)
-    check_config(cfg)
-    absolute_paths(cfg)
-    return cfg, hydra_cfg
-
-
-def absolute_paths(cfg: Config) -> None:
-    """Data paths and the default MLflow store as given relative to where the command starts,
-    wherever its jobs run."""
+    check_config(cfg)  # before the paths are made absolute: its messages name them as typed
     cfg.data.root = to_absolute_path(cfg.data.root)
     if cfg.data.path is not None:
         cfg.data.path = to_absolute_path(cfg.data.path)
     if str(cfg.logger.name) == "mlflow" and cfg.logger.tracking_uri is None:
         cfg.logger.tracking_uri = default_tracking_uri(Path(to_absolute_path("outputs")))
+    return cfg
 
 
 @dataclass
@@ -301,9 +302,8 @@ def job_positions(cfgs: list[Config], job_dirs: list[str]) -> tuple[list[int], l
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_app(dict_cfg: DictConfig) -> str:
-    cfg: Config = OmegaConf.to_object(dict_cfg)
-    absolute_paths(cfg)
-    return run_stack([cfg], [HydraConfig.get().runtime.output_dir], HydraConfig.get().mode == RunMode.MULTIRUN)[0]
+    hydra_cfg = HydraConfig.get()
+    return run_stack([job_config(dict_cfg)], [hydra_cfg.runtime.output_dir], hydra_cfg.mode == RunMode.MULTIRUN)[0]
 
 
 def run_stack(cfgs: list[Config], out_dirs: list[str], multirun: bool) -> list[str]:

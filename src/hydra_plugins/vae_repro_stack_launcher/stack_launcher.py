@@ -119,9 +119,6 @@ COMMON_OPTIONS = {"timeout_min", "mem_gb", "nodes", "cpus_per_task", "gpus_per_n
 
 
 def _job_config(cfg: DictConfig) -> tuple:
-    """A job's typed config, with its data root made absolute, and its dir."""
-    from vae_repro.config import Config
-    from hydra.utils import to_absolute_path
-    job: Config = OmegaConf.to_object(cfg)
-    job.data.root = to_absolute_path(job.data.root)
-    return job, HydraConfig.get().runtime.output_dir
+    """A job's typed config, as every job of the command gets it, and its dir."""
+    from vae_repro.run import job_config
+    return job_config(cfg), HydraConfig.get().runtime.output_dir
