@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -26,10 +26,12 @@ def test_benchmark_prints_its_table(data_root):
         assert line in result.stdout
     assert "4.88 MFLOP per sample" in result.stdout  # 3 x 2 x multiply-adds of the four layers at N_z = 20
     table = result.stdout.split("Distance to the floor")[1].splitlines()
+    assert len(table) >= 5, table  # a header and a row per setup: else the loop below checks nothing
     assert table[1].split()[:8] == ["step", "products", "of", "bound", "of", "matmul", "ms", "outside"]
     for row, name in zip(table[2:5], ("MNIST, H=500, N_z=20", "Frey Face, H=200, N_z=5", "Figure 3, H=100, N_z=3")):
         assert row.startswith(name) and row.count("%") == 3
     share = result.stdout.split("A shared machine: one 3e+03-sample command")[1].splitlines()
+    assert len(share) >= 5, share
     assert share[1].split() == ["threads", "alone", "busy", "kept"]
     for row, name in zip(share[2:5], ("0 (default: chosen as it trains)", "1 ",
                                       f"{len(os.sched_getaffinity(0))} (fixed)")):
@@ -51,6 +53,7 @@ def test_stack_benchmark_prints_its_tables(data_root, frey_root):
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr
     steps = result.stdout.split("A stack of 4 models' AEVB step")[1].splitlines()
+    assert len(steps) >= 5, steps
     assert steps[1].split() == ["stack", "one", "by", "one", "ratio"]
     for row, name in zip(steps[2:5], ("MNIST, H=500", "Frey Face, H=200", "Figure 3, H=100")):
         assert row.startswith(name) and len(row.split()) >= 6
@@ -58,5 +61,6 @@ def test_stack_benchmark_prints_its_tables(data_root, frey_root):
     assert "mnist aevb       N_z 3,5,10,20" in paper and "mnist aevb       N_z 200 " in paper  # as planned
     assert "frey  wake_sleep N_z 2,5,10,20" in paper and paper.count(" h stacked") == 7
     commands = result.stdout.split("Whole sweeps")[1].splitlines()
+    assert len(commands) >= 5, commands
     assert commands[1].split()[:4] == ["basic", "joblib,", "2", "jobs"]
     assert [row.split(",")[0] for row in commands[2:5]] == ["Frey Face", "Figure 3's setup", "MNIST's setup"]

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 import torch
-from conftest import QUICK, REPO, assert_one_line, default_ctrl_c, make_mnist_root, metrics_rows, run_cli
+from helpers import QUICK, REPO, assert_one_line, default_ctrl_c, make_mnist_root, metrics_rows, run_cli
 from omegaconf import OmegaConf
 
 from vae_repro.config import Config, ConfigError, TrainConfig
@@ -81,7 +81,7 @@ def copy_job(src, dst, config_edits=None, elbo_shift=0.0):
     for key, value in (config_edits or {}).items():
         OmegaConf.update(config, key, value)
     OmegaConf.save(config, dst / ".hydra" / "config.yaml")
-    frame = pd.read_csv(src / "metrics.csv")
+    frame = pd.DataFrame(metrics_rows(src)).apply(pd.to_numeric)
     frame[["train_elbo", "test_elbo"]] += elbo_shift
     frame.to_csv(dst / "metrics.csv", index=False)
 
@@ -116,7 +116,7 @@ def test_plot_keeps_runs_of_other_settings_apart_and_seeds_together(sweep_dir, t
 def test_plot_leaves_out_a_wild_first_point_and_says_so(sweep_dir, tmp_path):
     job = tmp_path / "job"
     copy_job(sweep_dir / "0", job)
-    frame = pd.read_csv(job / "metrics.csv")
+    frame = pd.DataFrame(metrics_rows(job)).apply(pd.to_numeric)
     frame.loc[0, "train_elbo"] = -9_555_020.0  # the first evaluation of a Gaussian decoder on flat pixels
     frame.to_csv(job / "metrics.csv", index=False)
     fig = plot_fig2.plot(plot_fig2.read_runs([job]))

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import QUICK, REPO, run_cli
+from helpers import QUICK, REPO, run_cli
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 

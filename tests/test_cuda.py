@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import QUICK, rows_without_wall_time, run_cli
+from helpers import QUICK, rows_without_wall_time, run_cli
 
 from vae_repro.adagrad import Adagrad
 from vae_repro.config import AlgorithmConfig, Binarize, Config, DataConfig, EvalConfig, ModelConfig, TrainConfig

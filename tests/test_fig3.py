@@ -1,11 +1,10 @@
 """Figure 3 end to end: `sweep=fig3` on synthetic digits, then plot_fig3.py."""
-import csv
 import json
 import subprocess
 import sys
 
 import pytest
-from conftest import QUICK, REPO, run_cli
+from helpers import QUICK, REPO, metrics_rows, run_cli
 
 PLOT = [sys.executable, str(REPO / "scripts" / "plot_fig3.py")]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -27,11 +26,6 @@ def fig3_dir(data_root, tmp_path_factory):
     return cwd / "multirun"
 
 
-def rows(job):
-    with open(job / "metrics.csv") as f:
-        return list(csv.DictReader(f))
-
-
 def test_fig3_sweep_runs_three_algorithms_on_two_training_set_sizes(fig3_dir):
     jobs = sorted(p for p in fig3_dir.iterdir() if (p / "summary.json").exists())
     summaries = [json.loads((job / "summary.json").read_text()) for job in jobs]
@@ -40,7 +34,7 @@ def test_fig3_sweep_runs_three_algorithms_on_two_training_set_sizes(fig3_dir):
     for job, summary in zip(jobs, summaries):
         assert summary["status"] == "completed" and summary["latent_dim"] == 3
         assert summary["weight_decay"] == pytest.approx(1 / summary["n_train"])
-        last = rows(job)[-1]
+        last = metrics_rows(job)[-1]
         assert float(last["train_log_px_marginal"]) < 0 and float(last["test_log_px_marginal"]) < 0
         if summary["algorithm"] == "mcem":
             assert last["train_elbo"] == "" and last["test_elbo"] == ""

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.io
 import torch
-from conftest import QUICK, REPO, make_frey_root, make_mnist_root, run_cli
+from helpers import QUICK, REPO, make_frey_root, make_mnist_root, metrics_rows, run_cli
 
 from vae_repro.config import AlgorithmConfig, Config, DataConfig, ModelConfig, TrainConfig
 from vae_repro.data import DataError, Images, load_dataset
@@ -77,8 +77,8 @@ def test_cli_trains_the_gaussian_frey_model_for_two_latent_sizes(frey_root, tmp_
         summary = json.loads((job / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["latent_dim"] == latent_dim
         assert summary["weight_decay"] == pytest.approx(1 / 1600)  # the prior over 1,600 training frames
-        rows = (job / "metrics.csv").read_text().splitlines()
-        first, last = (float(r.split(",")[1]) for r in (rows[1], rows[-1]))
+        rows = metrics_rows(job)
+        first, last = (float(r["train_elbo"]) for r in (rows[0], rows[-1]))
         assert last > first and last > 0  # a density on [0, 1]: the ELBO climbs into positive nats
         config = (job / ".hydra" / "config.yaml").read_text()
         assert "likelihood: gaussian" in config and "hidden_size: 200" in config
@@ -100,8 +100,8 @@ def test_wake_sleep_trains_the_gaussian_decoder(frey_root, tmp_path):
                  data=DataConfig(name="frey_face", root=str(frey_root), download=False),
                  train=TrainConfig(max_samples=20_000, eval_start=1000, eval_points_per_decade=2, progress=False))
     summary = train(cfg, tmp_path)
-    rows = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert summary["status"] == "completed" and float(rows[-1].split(",")[1]) > float(rows[1].split(",")[1])
+    rows = metrics_rows(tmp_path)
+    assert summary["status"] == "completed" and float(rows[-1]["train_elbo"]) > float(rows[0]["train_elbo"])
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import QUICK, REPO
+from helpers import QUICK, REPO
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import signal
 import subprocess
 
 import pytest
-from conftest import QUICK, resume_line, run_cli, start_sweep, wait_for_checkpoints
+from helpers import QUICK, resume_line, run_cli, start_sweep, wait_for_checkpoints
 
 from vae_repro.run import available_cores
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import QUICK, REPO, assert_one_line, rows_without_wall_time, run_cli, synthetic_digits
+from helpers import QUICK, REPO, assert_one_line, rows_without_wall_time, run_cli, synthetic_digits
 from PIL import Image
 
 from vae_repro.config import Config, DataConfig, ModelConfig, TrainConfig
@@ -20,7 +20,7 @@ import plot_fig2  # noqa: E402
 
 
 def digits() -> tuple[np.ndarray, np.ndarray]:
-    """The conftest's synthetic IDX digits, as uint8 [N, 28, 28]: 300 to train, 100 to test."""
+    """The synthetic IDX digits of helpers.py, as uint8 [N, 28, 28]: 300 to train, 100 to test."""
     return synthetic_digits(300, 0)[0].astype(np.uint8), synthetic_digits(100, 1)[0].astype(np.uint8)
 
 

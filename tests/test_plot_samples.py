@@ -4,7 +4,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 from PIL import Image
 
 from vae_repro.config import Config, DataConfig, ModelConfig, TrainConfig

@@ -8,7 +8,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import QUICK, REPO, make_mnist_root
+from helpers import QUICK, REPO, make_mnist_root
 from omegaconf import OmegaConf
 
 from vae_repro import plotting

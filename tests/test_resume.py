@@ -4,35 +4,16 @@ import resource
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from conftest import rows_without_wall_time, run_cli
+from helpers import LONG, rows_without_wall_time, run_cli, start, wait_for_checkpoint
 
 from vae_repro.checkpoint import StopSignals
 
 pytestmark = pytest.mark.slow
 
 # Long enough to be killed in the middle: 1000 steps, a checkpoint every 100.
-LONG = ["train.max_samples=1e5", "train.eval_start=1000", "train.eval_points_per_decade=4",
-        "train.checkpoint_every=1e4", "train.progress=false", "device=cpu"]
-
-
-def start(args, cwd):
-    return subprocess.Popen([sys.executable, "-m", "vae_repro.run", *args], cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_checkpoint(job_dir, process, timeout=120, settle_s=0.5):
-    deadline = time.time() + timeout
-    while not (job_dir / "checkpoint.pt").exists():
-        assert process.poll() is None, process.stderr.read()
-        assert time.time() < deadline
-        time.sleep(0.02)
-    time.sleep(settle_s)  # let it train and evaluate past the checkpoint
-
-
 # Monte Carlo EM logs no ELBO: its rows compare the marginal likelihood of a few images instead.
 # Its step costs about 16 passes through the decoder, so it gets Figure 3's smaller model.
 ALGORITHM_ARGS = {"aevb": ["algorithm=aevb"], "wake_sleep": ["algorithm=wake_sleep"], "iwae": ["algorithm=iwae"],

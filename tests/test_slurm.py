@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import QUICK, rows_without_wall_time, run_cli
+from helpers import QUICK, rows_without_wall_time, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import json
 
 import pytest
 import torch
-from conftest import metrics_rows, rows_without_wall_time
+from helpers import metrics_rows, rows_without_wall_time
 
 from vae_repro.checkpoint import load_run
 from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig

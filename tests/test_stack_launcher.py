@@ -5,7 +5,7 @@ import os
 import signal
 
 import pytest
-from conftest import QUICK, resume_line, rows_without_wall_time, run_cli, start_sweep, wait_for_checkpoints
+from helpers import QUICK, resume_line, rows_without_wall_time, run_cli, start_sweep, wait_for_checkpoints
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import QUICK, assert_one_line, metrics_rows, run_cli
-from test_resume import LONG, start, wait_for_checkpoint
+from helpers import LONG, QUICK, assert_one_line, metrics_rows, run_cli, start, wait_for_checkpoint
 
 from vae_repro.config import Config, DataConfig, LoggerConfig, ModelConfig, TrainConfig
 from vae_repro.trackers import run_name, swept_keys

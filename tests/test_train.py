@@ -2,7 +2,7 @@ import json
 
 import pytest
 import torch
-from conftest import metrics_rows, rows_without_wall_time
+from helpers import metrics_rows, rows_without_wall_time
 
 from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
 from vae_repro.data import load_dataset, select_train, to_unit_interval

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import QUICK, REPO, assert_one_line, run_cli
+from helpers import QUICK, REPO, assert_one_line, run_cli
 
 from vae_repro.checkpoint import CheckpointError, load_run
 from vae_repro.config import Config, DataConfig, TrainConfig
