@@ -7,7 +7,8 @@ from helpers import metrics_rows, rows_without_wall_time
 from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
 from vae_repro.data import load_dataset, select_train, to_unit_interval
 from vae_repro.adagrad import Adagrad
-from vae_repro.checkpoint import build_model, load_run
+from vae_repro.checkpoint import load_run
+from vae_repro.model import build_model
 from vae_repro.metrics import METRIC_COLUMNS, active_units, metric_columns
 from vae_repro.model import VAE
 from vae_repro.train import Diverged, Job, train

@@ -9,6 +9,7 @@ also returns the algorithm's own state beyond the model and optimizer (Monte Car
 chains), a dict of [K, ...] tensors that the step updates in place and the checkpoints keep.
 """
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -89,7 +90,22 @@ def mcem_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: 
     return step, chains
 
 
-STEPS = {"aevb": aevb_step, "iwae": iwae_step, "wake_sleep": wake_sleep_step, "mcem": mcem_step}
+@dataclass(frozen=True)
+class Algorithm:
+    """All that the rest of the code knows of an algorithm."""
+    make_step: Callable[[VAE, Adagrad, Config, int, Noise], tuple[Step, dict]]  # its step, and the state it keeps
+    passes: tuple[str, ...]  # the model's passes its step runs, which train.compile compiles
+    has_encoder: bool = True  # it trains q(z|x), which the ELBO, the IWAE bounds and importance sampling need
+
+
+# algorithm.name's choices; a new algorithm is its step above and its line here (and its name in
+# config.AlgorithmName, and conf/algorithm/NAME.yaml).
+ALGORITHMS = {
+    "aevb": Algorithm(aevb_step, ("negative_elbo_backward",)),
+    "iwae": Algorithm(iwae_step, ("negative_elbo_backward", "iwae_backward")),  # k = 1 takes AEVB's
+    "wake_sleep": Algorithm(wake_sleep_step, ("wake_backward", "dream", "sleep_backward")),
+    "mcem": Algorithm(mcem_step, ("log_joint_and_grad", "decoder_backward"), has_encoder=False),
+}
 
 
 def replayed_in_cuda_graph(step: Step, optimizer: Adagrad, noise: Noise) -> Step:

@@ -20,8 +20,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vae_repro.config import Config, ConfigError
-from vae_repro.likelihoods import BernoulliPixels, GaussianPixels
-from vae_repro.model import VAE
+from vae_repro.model import VAE, build_model
 
 # Keys that may change between a run and its resumption; any other change is refused.
 RESUMABLE_CHANGES = {"train.max_samples", "train.checkpoint_every", "train.progress", "train.compile",
@@ -183,16 +182,6 @@ class StopSignals:
             if self.received == signal.SIGTERM and self.previous.get(signal.SIGTERM) is not raise_terminated:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.raise_signal(self.received)
-
-
-def build_model(cfgs: list[Config], input_dim: int) -> VAE:
-    """The stack of the models of `cfgs` (which differ at most in seed, latent_dim and step size),
-    each initialised as it would be alone."""
-    cfg = cfgs[0]
-    likelihood = (GaussianPixels(cfg.model.decoder_logvar_min) if str(cfg.model.likelihood) == "gaussian"
-                  else BernoulliPixels())
-    return VAE(input_dim, cfg.model.hidden_size, [c.latent_dim for c in cfgs], str(cfg.model.activation),
-               cfg.model.init_std, likelihood, seeds=[c.seed for c in cfgs])
 
 
 def save_model(settings: dict, model: VAE, k: int, input_dim: int, path: Path) -> None:

@@ -257,11 +257,13 @@ def _check_data(cfg: Config) -> None:
 
 
 def _check_marginal(cfg: Config) -> None:
+    from vae_repro.algorithms import ALGORITHMS  # here: the algorithms build on this module
+    has_encoder = ALGORITHMS[str(cfg.algorithm.name)].has_encoder
     for k in cfg.eval.iwae_k:
         _positive_count("eval.iwae_k", k)
-    if cfg.eval.iwae_k and str(cfg.algorithm.name) == "mcem":
+    if cfg.eval.iwae_k and not has_encoder:
         raise ConfigError("eval.iwae_k: the importance-weighted bound samples from the encoder q(z|x), and "
-                          "algorithm=mcem trains none; leave eval.iwae_k empty")
+                          f"algorithm={cfg.algorithm.name} trains none; leave eval.iwae_k empty")
     estimator = str(cfg.eval.marginal)
     if estimator == "none":
         return
@@ -272,6 +274,6 @@ def _check_marginal(cfg: Config) -> None:
         if estimator == "hmc" and cfg.eval.marginal_samples < 4:
             raise ConfigError(f"eval.marginal_samples={cfg.eval.marginal_samples}: eval.marginal=hmc needs at "
                               "least 4 (half fit q(z), half estimate)")
-    if estimator == "is" and str(cfg.algorithm.name) == "mcem":
+    if estimator == "is" and not has_encoder:
         raise ConfigError("eval.marginal=is: importance sampling proposes from the encoder q(z|x), and "
-                          "algorithm=mcem trains none; use eval.marginal=hmc")
+                          f"algorithm={cfg.algorithm.name} trains none; use eval.marginal=hmc")

@@ -2,25 +2,46 @@
 
 Each likelihood gives the log-density, the gradient of the negative log-density with respect
 to `out` (for the hand-written backward passes), both at once (for HMC), the mean (for
-pictures) and a sample (for wake-sleep's dreams). The model holds one, chosen when it is built.
+pictures) and a sample (for wake-sleep's dreams): the protocol `Likelihood`. The model holds
+one, chosen by `model.likelihood` once, when it is built; a new likelihood is a class here and
+its line in LIKELIHOODS (and its name in config.Likelihood).
 The gradients may be written over `out`, which their callers do not need after them. Tensors
 have a stack of models as their first dimension; sampling draws each model's noise from its own
 generator (noise.py).
 """
 import math
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
+from vae_repro.config import ModelConfig
 from vae_repro.noise import Noise
 
 LOG_2PI = math.log(2 * math.pi)
+
+
+class Likelihood(Protocol):
+    outputs_per_pixel: int  # the decoder's outputs per pixel of x
+
+    @classmethod
+    def from_config(cls, model: ModelConfig) -> "Likelihood": ...
+    def log_prob(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor: ...
+    def nll_grad(self, out: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor: ...
+    def nll_backward(self, out: torch.Tensor, x: torch.Tensor, scale: float
+                     ) -> tuple[torch.Tensor | None, torch.Tensor]: ...
+    def mean(self, out: torch.Tensor) -> torch.Tensor: ...
+    def sample(self, out: torch.Tensor, noise: Noise) -> torch.Tensor: ...
 
 
 class BernoulliPixels:
     """One logit per pixel; grey levels in [0, 1] act as probabilities (the paper's MNIST model)."""
 
     outputs_per_pixel = 1
+
+    @classmethod
+    def from_config(cls, model: ModelConfig) -> "BernoulliPixels":
+        return cls()
 
     def log_prob(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         # log p = x * out - softplus(out) per pixel: two passes over `out` where PyTorch's
@@ -54,6 +75,10 @@ class GaussianPixels:
 
     def __init__(self, logvar_min: float | None = None):
         self.logvar_min = logvar_min
+
+    @classmethod
+    def from_config(cls, model: ModelConfig) -> "GaussianPixels":
+        return cls(model.decoder_logvar_min)
 
     def _mean_logvar(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean_pre, logvar = out.chunk(2, dim=-1)
@@ -95,3 +120,7 @@ class GaussianPixels:
     def sample(self, out: torch.Tensor, noise: Noise) -> torch.Tensor:
         mean, logvar = self._mean_logvar(out)
         return mean + torch.exp(0.5 * logvar) * noise.normal(*mean.shape[1:], dtype=mean.dtype)
+
+
+# model.likelihood's choices.
+LIKELIHOODS: dict[str, type[Likelihood]] = {"bernoulli": BernoulliPixels, "gaussian": GaussianPixels}

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vae_repro.likelihoods import LOG_2PI, BernoulliPixels, GaussianPixels
+from vae_repro.config import Config
+from vae_repro.likelihoods import LIKELIHOODS, LOG_2PI, BernoulliPixels, Likelihood
 from vae_repro.noise import Noise
 
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus, "relu": torch.relu}
@@ -64,7 +65,7 @@ class VAE(nn.Module):
     takes and returns tensors with the stack as their first dimension."""
 
     def __init__(self, input_dim: int, hidden_size: int, latent_dims: int | list[int], activation: str = "tanh",
-                 init_std: float = 0.01, likelihood: BernoulliPixels | GaussianPixels | None = None,
+                 init_std: float = 0.01, likelihood: Likelihood | None = None,
                  seeds: list[int] | None = None):
         super().__init__()
         self.latent_dims = [latent_dims] if isinstance(latent_dims, int) else list(latent_dims)
@@ -319,18 +320,26 @@ class VAE(nn.Module):
         self._encoder_backward(x, h_enc, d_enc_out)
 
 
-# The passes a training step and an evaluation run, which `compile_passes` hands to torch.compile.
-COMPILED_PASSES = ("forward", "negative_elbo_backward", "iwae_backward", "wake_backward", "sleep_backward", "decoder_backward",
-                   "dream", "log_joint_and_grad")
+def build_model(cfgs: list[Config], input_dim: int) -> VAE:
+    """The stack of the models of `cfgs` (which differ at most in seed, latent_dim and step size),
+    each initialised as it would be alone."""
+    model = cfgs[0].model
+    return VAE(input_dim, model.hidden_size, [c.latent_dim for c in cfgs], str(model.activation), model.init_std,
+               LIKELIHOODS[str(model.likelihood)].from_config(model), seeds=[c.seed for c in cfgs])
 
 
-def compile_passes(model: VAE) -> None:
+# The passes an evaluation runs (the ELBO's, and HMC's for the marginal likelihood), which
+# `compile_passes` compiles beside the training step's.
+EVALUATION_PASSES = ("forward", "log_joint_and_grad")
+
+
+def compile_passes(model: VAE, step_passes: tuple[str, ...]) -> None:
     """Replace the model's passes by torch.compile'd ones (train.compile): each becomes a few fused
     loops instead of some forty small operations. The updates stay outside: PyTorch's fused
     Adagrad kernel cannot be compiled, and need not be. Rounding differs slightly from the
     eager passes; the method does not."""
     # torch.compile's C++ builder warns on every job of a CUDA build that finds no CUDA runtime.
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    for name in COMPILED_PASSES:
+    for name in dict.fromkeys(step_passes + EVALUATION_PASSES):
         setattr(model, name, torch.compile(getattr(model, name), dynamic=False))
 

@@ -7,11 +7,12 @@ padding of its smallest model to the largest N_z would cost that model more than
 of its own work, or when it holds `max_models`.
 """
 from vae_repro.config import Config, stack_key
+from vae_repro.likelihoods import LIKELIHOODS
 
 
 def work_per_sample(cfg: Config, input_dim: int, latent_dim: int) -> int:
     """The weights a step multiplies by, per sample: its products' work, padded to `latent_dim`."""
-    outputs = 2 if str(cfg.model.likelihood) == "gaussian" else 1
+    outputs = LIKELIHOODS[str(cfg.model.likelihood)].outputs_per_pixel
     return cfg.model.hidden_size * (input_dim * (1 + outputs) + 3 * latent_dim)
 
 

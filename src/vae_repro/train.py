@@ -25,14 +25,14 @@ import torch
 from tqdm import tqdm
 
 from vae_repro.adagrad import Adagrad
-from vae_repro.algorithms import STEPS, replayed_in_cuda_graph
-from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, build_model, config_dict, load_checkpoint,
-                                  rng_states, save_atomic, save_model, set_rng_states)
+from vae_repro.algorithms import ALGORITHMS, replayed_in_cuda_graph
+from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, config_dict, load_checkpoint, rng_states,
+                                  save_atomic, save_model, set_rng_states)
 from vae_repro.config import Config, ConfigError, check_config, stack_key
 from vae_repro.data import DataError, Images, pixel_scale, prepare_data
 from vae_repro.machine import ThreadCount, check_compile, keep_freed_memory, resolve_device
 from vae_repro.marginal import make_estimator
-from vae_repro.model import compile_passes
+from vae_repro.model import build_model, compile_passes
 from vae_repro.metrics import (MetricsLog, eval_schedule, evaluate, evaluate_iwae, evaluate_marginal, metric_columns,
                                record_failure, write_summary)
 from vae_repro.noise import Noise
@@ -166,8 +166,9 @@ class Job:
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.model = build_model(self.cfgs, self.train_x.shape[1]).to(self.device)
+        algorithm = ALGORITHMS[str(cfg.algorithm.name)]
         if cfg.train.compile:
-            compile_passes(self.model)
+            compile_passes(self.model, algorithm.passes)
         self.weight_decay = weight_decay(cfg, len(self.train_x))
         self.lrs = [c.optimizer.lr for c in self.cfgs]
         self.optimizer = Adagrad(self.model, self.lrs, self.weight_decay)
@@ -175,11 +176,11 @@ class Job:
                                   self.model.latent_dim)
         self.make_batch_buffers()
         self.binarize_dynamic = str(cfg.data.binarize) == "dynamic"
-        self.step, self.algorithm_state = STEPS[str(cfg.algorithm.name)](self.model, self.optimizer, cfg,
-                                                                          len(self.train_x), self.noise)
+        self.step, self.algorithm_state = algorithm.make_step(self.model, self.optimizer, cfg, len(self.train_x),
+                                                              self.noise)
         if cfg.train.cuda_graph and self.device.type == "cuda":
             self.step = replayed_in_cuda_graph(self.step, self.optimizer, self.noise)
-        self.has_encoder = str(cfg.algorithm.name) != "mcem"  # Monte Carlo EM has no q(z|x), so no ELBO
+        self.has_encoder = algorithm.has_encoder  # without q(z|x), no ELBO
         self.marginal = make_estimator(cfg)
         self.columns = metric_columns(self.marginal is not None, cfg.eval.iwae_k)
         self.schedule = eval_schedule(int(cfg.train.eval_start), cfg.train.eval_points_per_decade,
