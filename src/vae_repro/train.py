@@ -118,6 +118,29 @@ def passed(events: Every | At, before: int, now: int) -> bool:
 
 
 @dataclass
+class Events:
+    """When things happen, in steps, converted from the config's samples once."""
+    evaluations: At
+    checkpoints: Every  # after the first step at or past each multiple of train.checkpoint_every samples
+    checks: Every  # that the weights are finite
+    warmup_end: At
+    last: int
+
+    @classmethod
+    def of(cls, cfg: Config, schedule: list[int]) -> "Events":
+        batch = cfg.train.batch_size  # the schedule's points are whole batches
+        return cls(At([s // batch for s in schedule]), Every(math.ceil(cfg.train.checkpoint_every / batch)),
+                   Every(CHECK_EVERY), At([cfg.optimizer.warmup_steps]), schedule[-1] // batch)
+
+    def steps_to_next(self, now: int) -> int:
+        return min(until(events, now) for events in (self.evaluations, self.checkpoints, self.checks,
+                                                      self.warmup_end))
+
+    def in_warmup(self, step: int) -> bool:
+        return step < self.warmup_end.points[0]
+
+
+@dataclass
 class Progress:
     """Where the stack's training stands, the same for all its models."""
     samples: int = 0
@@ -185,6 +208,7 @@ class Job:
         self.columns = metric_columns(self.marginal is not None, cfg.eval.iwae_k)
         self.schedule = eval_schedule(int(cfg.train.eval_start), cfg.train.eval_points_per_decade,
                                       int(cfg.train.max_samples), cfg.train.batch_size)
+        self.events = Events.of(cfg, self.schedule)
         self.settings = [config_dict(c) for c in self.cfgs]
         self.progress, self.perms = Progress(pos=len(self.train_x)), None
         self.records = [Record() for _ in self.cfgs]
@@ -383,76 +407,92 @@ class Job:
 
     def run(self) -> list[dict]:
         """Train to the end of the evaluation schedule, or until a stop signal; returns each model's summary."""
-        progress, batch, schedule = self.progress, self.cfg.train.batch_size, self.schedule
-        if progress.samples >= schedule[-1]:
-            message = (f"already complete at {progress.samples} samples; trained nothing (a larger train.max_samples "
-                       "extends it)")
-            log.debug("%s: %s", ", ".join(map(str, self.outs)), message)  # the command's report tells it
-            self.summaries_now("completed", message)
-            return list(self.summaries.values())
-        evaluations, checkpoints = At(schedule), Every(int(self.cfg.train.checkpoint_every))  # in samples
-        warmup = self.cfg.optimizer.warmup_steps
-        checks, warmup_end = Every(CHECK_EVERY), At([warmup])  # in steps
+        if self.progress.steps >= self.events.last:
+            return self.already_complete()
         self.metrics = [MetricsLog(out / "metrics.csv", self.columns, keep_rows=record.rows)
                         for out, record in zip(self.outs, self.records)]
         self.trackers = open_trackers(self.cfg, self.outs, self.settings, self.columns, self.saved_samples)
-        stacked = f" x{len(self.cfgs)}" if len(self.cfgs) > 1 else ""
-        bar = tqdm(total=schedule[-1], initial=progress.samples, unit="sample", unit_scale=True, dynamic_ncols=True,
-                   desc=f"{self.cfg.algorithm.name} N_z={','.join(map(str, sorted(set(self.model.latent_dims))))}"
-                        f"{stacked}", disable=not self.cfg.train.progress)
+        bar = self.progress_bar()
         try:
             with StopSignals() as stop, logs_above_the_bar():
                 self.summaries_now("running")
-                while progress.samples < schedule[-1] and stop.received is None and self.cfgs:
-                    # Steps up to the next event: an evaluation, a checkpoint, the end of the warm-up (whose
-                    # minibatches only fill Adagrad's accumulator) or a finiteness check.
-                    self.optimizer.lrs = [0.0] * len(self.lrs) if progress.steps < warmup else self.lrs
-                    samples_to_event = min(until(evaluations, progress.samples), until(checkpoints, progress.samples))
-                    wanted = min(-(-samples_to_event // batch), until(checks, progress.steps),
-                                 until(warmup_end, progress.steps))
-                    n = self.threads.steps(wanted)  # fewer where the thread count is under watch
-                    before = progress.samples
-                    started = time.perf_counter()
-                    done = self.train_steps(n, stop)
-                    self.threads.timed(done, time.perf_counter() - started)
-                    progress.samples += done * batch
-                    progress.steps += done
-                    bar.update(done * batch)
-                    if done < wanted and stop.received is None:
-                        continue  # not yet at the event
-                    self.leave_if_diverged()
-                    if not self.cfgs:
-                        break
-                    if passed(evaluations, before, progress.samples):
-                        self.evaluate()
-                        if len(self.cfgs) == 1:
-                            bar.set_postfix({k: f"{v:.2f}" for k, v in self.records[0].last.items()})
-                    if passed(checkpoints, before, progress.samples):
-                        self.clock()
-                        self.save_checkpoints()
-                        self.summaries_now("running")
-                if not self.cfgs:
-                    return list(self.summaries.values())
-                self.clock()
-                self.save_checkpoints()
-                if stop.received is not None:
-                    message = (f"stopped by {signal.Signals(stop.received).name} at {progress.samples} samples; "
-                               "checkpoint saved")
-                    log.warning(message)
-                    self.summaries_now("interrupted", message)
-                    return list(self.summaries.values())
-                for k, out in enumerate(self.outs):
-                    save_model(self.settings[k], self.model, k, self.train_x.shape[1], out / "model.pt")
-                self.summaries_now("completed")
-                for tracker, out in zip(self.trackers, self.outs):
-                    tracker.close("completed", out / "model.pt")
-                return list(self.summaries.values())
+                # Minibatches of the warm-up only fill Adagrad's accumulator.
+                self.optimizer.lrs = [0.0] * len(self.lrs) if self.events.in_warmup(self.progress.steps) else self.lrs
+                while self.cfgs and self.progress.steps < self.events.last and stop.received is None:
+                    before = self.progress.steps
+                    if self.steps_to_next_event(stop, bar):  # a stop too: no diverged model is checkpointed
+                        self.at_events(before, bar)
+                return self.finish(stop.received)
         finally:
             bar.close()
             for metrics in self.metrics:
                 metrics.close()
             for tracker, out in zip(self.trackers, self.outs):  # those still open: interrupted, or failed
                 tracker.close(self.summaries.get(out, {}).get("status", "failed"))
+
+    def steps_to_next_event(self, stop: StopSignals, bar: tqdm) -> bool:
+        """Train up to the next event; whether it got there or a signal stopped it, rather than taking
+        fewer steps while the thread count is under watch."""
+        progress, batch = self.progress, self.cfg.train.batch_size
+        wanted = self.events.steps_to_next(progress.steps)
+        started = time.perf_counter()
+        done = self.train_steps(self.threads.steps(wanted), stop)
+        self.threads.timed(done, time.perf_counter() - started)
+        progress.samples += done * batch
+        progress.steps += done
+        bar.update(done * batch)
+        return done == wanted or stop.received is not None
+
+    def at_events(self, before: int, bar: tqdm) -> None:
+        """What fell due after step `before`: models that diverged leave, then an evaluation, a checkpoint,
+        the warm-up's end."""
+        self.leave_if_diverged()
+        now, events = self.progress.steps, self.events
+        if not self.cfgs:
+            return
+        if passed(events.evaluations, before, now):
+            self.evaluate()
+            if len(self.cfgs) == 1:
+                bar.set_postfix({k: f"{v:.2f}" for k, v in self.records[0].last.items()})
+        if passed(events.checkpoints, before, now):
+            self.clock()
+            self.save_checkpoints()
+            self.summaries_now("running")
+        if passed(events.warmup_end, before, now):
+            self.optimizer.lrs = self.lrs
+
+    def finish(self, signal_received: int | None) -> list[dict]:
+        """After the loop: each model still in the stack checkpointed, and its model.pt written unless a
+        signal stopped it."""
+        if self.cfgs:
+            self.clock()
+            self.save_checkpoints()
+            if signal_received is not None:
+                message = (f"stopped by {signal.Signals(signal_received).name} at {self.progress.samples} samples; "
+                           "checkpoint saved")
+                log.warning(message)
+                self.summaries_now("interrupted", message)
+            else:
+                for k, out in enumerate(self.outs):
+                    save_model(self.settings[k], self.model, k, self.train_x.shape[1], out / "model.pt")
+                self.summaries_now("completed")
+                for tracker, out in zip(self.trackers, self.outs):
+                    tracker.close("completed", out / "model.pt")
+        return list(self.summaries.values())
+
+    def already_complete(self) -> list[dict]:
+        message = (f"already complete at {self.progress.samples} samples; trained nothing (a larger "
+                   "train.max_samples extends it)")
+        log.debug("%s: %s", ", ".join(map(str, self.outs)), message)  # the command's report tells it
+        self.summaries_now("completed", message)
+        return list(self.summaries.values())
+
+    def progress_bar(self) -> tqdm:
+        stacked = f" x{len(self.cfgs)}" if len(self.cfgs) > 1 else ""
+        latent_dims = ",".join(map(str, sorted(set(self.model.latent_dims))))
+        return tqdm(total=self.schedule[-1], initial=self.progress.samples, unit="sample", unit_scale=True,
+                    dynamic_ncols=True, desc=f"{self.cfg.algorithm.name} N_z={latent_dims}{stacked}",
+                    disable=not self.cfg.train.progress)
 
 
 def train_stack(cfgs: list[Config], out_dirs: list[str | Path], data: Images | None = None) -> list[dict]:
