@@ -127,8 +127,9 @@ def finish_panel(ax: plt.Axes, panel: pd.DataFrame, columns: tuple[str, ...], yl
 def plot_overlay(rows: pd.DataFrame, columns: tuple[str, ...] = COLUMNS, ylim: tuple[float, float] | None = None
                  ) -> plt.Figure:
     """One panel per dataset and setting, side by side (no empty slot, whatever their count), each with
-    the curves of every N_z: a colour per N_z, a line style per algorithm, test in full colour and
-    train lighter; seeds as their mean."""
+    the curves of every N_z: a colour per N_z, a line style per algorithm. Of a train/test pair of
+    columns, the test one alone; seeds as their mean, which the panel notes."""
+    shown = tuple(c for c in columns if not c.startswith("train_")) or columns
     groups = row_groups(rows)
     fig, axes = plt.subplots(1, len(groups), figsize=(4.8 * len(groups), 4.0), squeeze=False)
     for ax, (key, data) in zip(axes[0], groups):
@@ -136,19 +137,19 @@ def plot_overlay(rows: pd.DataFrame, columns: tuple[str, ...] = COLUMNS, ylim: t
         for colour, latent_dim in zip(plt.get_cmap("viridis")(np.linspace(0, 0.9, len(dims))), dims):
             for algorithm in NAMES:
                 runs = data[(data["latent_dim"] == latent_dim) & (data["algorithm"] == algorithm)]
-                for column in columns if len(runs) else ():
+                for column in shown if len(runs) else ():
                     mean = runs.groupby("samples")[column].mean()
                     ax.plot(mean.index, mean.to_numpy(), LINE_STYLES[algorithm], color=colour,
-                            alpha=0.45 if column.startswith("train_") else 1.0)
+                            marker="o" if len(mean) == 1 else None)  # a lone point shows
             ax.plot([], [], color=colour, label=f"$N_z$ = {latent_dim}")  # legend entries, drawing nothing
         for algorithm in [a for a in NAMES if a in set(data["algorithm"])]:
             ax.plot([], [], LINE_STYLES[algorithm], color="0.2", label=NAMES[algorithm])
-        for column in columns:
-            ax.plot([], [], color="0.2", alpha=0.45 if column.startswith("train_") else 1.0,
-                    label=column.split("_")[0] if column.startswith(("train_", "test_")) else column)
+        if (seeds := data.groupby(["latent_dim", "algorithm"])["run"].nunique().max()) > 1:
+            ax.text(0.02, 0.97, f"mean of up to {seeds} runs per curve", transform=ax.transAxes, fontsize="x-small",
+                    va="top", color="0.35")
         ax.set_title(key.dataset + (f"\n{key.setting}" if key.setting else ""), fontsize="medium")
-        finish_panel(ax, data, columns, ylim or fitted_ylim(key, data, columns))
-        ax.set_ylabel(y_label(columns))
+        finish_panel(ax, data, shown, ylim or fitted_ylim(key, data, shown))
+        ax.set_ylabel(y_label(shown))
     plotting.legend_below(fig)
     return fig
 

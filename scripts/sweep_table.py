@@ -37,6 +37,8 @@ def job_order(job: Path) -> tuple:
 
 
 def job_dirs(d: Path) -> list[Path]:
+    if not d.is_dir():
+        raise PlotError(f"{d}: no such dir")
     jobs = {path.parent for name in ("metrics.csv", "summary.json") for path in d.rglob(name)}
     if not jobs:
         raise PlotError(f"{d}: no metrics.csv or summary.json below this dir")

@@ -134,13 +134,21 @@ def test_overlay_draws_every_latent_size_of_a_dataset_on_one_panel(tmp_path):
     assert [ax.get_title() for ax in fig.axes] == ["MNIST", "Fashion-MNIST", "Frey Face"]  # three: no empty slot
     mnist = fig.axes[0]
     drawn = [line for line in mnist.get_lines() if len(line.get_xdata())]
-    assert len(drawn) == 3 * 2 * 2  # each N_z, algorithm and split
+    assert len(drawn) == 3 * 2  # each N_z and algorithm, the test split's
+    assert all(np.array_equal(line.get_ydata(), ELBO + shift - 2) for line, shift in zip(drawn, (2, -2, 5, -5, 10, -10)))
     assert len({tuple(line.get_color()) for line in drawn}) == 3  # a colour per N_z
     assert {line.get_linestyle() for line in drawn} == {"-", "--"}  # a style per algorithm
-    assert legend_texts(fig) == ["$N_z$ = 2", "$N_z$ = 5", "$N_z$ = 10", "AEVB", "WS", "train", "test"]
+    assert legend_texts(fig) == ["$N_z$ = 2", "$N_z$ = 5", "$N_z$ = 10", "AEVB", "WS"]
+    assert mnist.get_ylabel().startswith("test ") and not mnist.texts  # one run per curve: nothing to note
     assert_legend_inside_the_figure_and_off_the_panels(fig)
     assert plot_fig2.main([str(tmp_path), "--overlay", "--out", str(tmp_path / "overlay.png")]) == 0
     assert (tmp_path / "overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_curve_of_one_evaluation_is_drawn_as_a_point(tmp_path):
+    one_row = {column: values[-1:] for column, values in metrics().items()}
+    ax = draw([make_job(tmp_path / "short", one_row)]).axes[0]
+    assert [(len(line.get_xdata()), line.get_marker()) for line in ax.get_lines()] == [(1, "o"), (1, "o")]
 
 
 def test_iwae_is_drawn_beside_aevb_in_a_colour_of_its_own(tmp_path):
@@ -293,6 +301,8 @@ def test_sweep_table_adds_the_iwae_bounds_and_marginals_the_jobs_measured(sweep)
 def test_sweep_table_of_a_dir_without_jobs_is_one_line(tmp_path, capsys):
     assert sweep_table.main([str(tmp_path)]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path}: no metrics.csv or summary.json below this dir\n"
+    assert sweep_table.main([str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'}: no such dir\n"
 
 
 @pytest.mark.slow

@@ -56,6 +56,8 @@ def _n_train(job_dir: Path, config) -> str:
 
 
 def _metrics_paths(d: Path) -> list[Path]:
+    if not d.exists():
+        raise PlotError(f"{d}: no such dir or file")
     paths = sorted(d.rglob("metrics.csv"))
     if not paths:
         raise PlotError(f"{d}: no metrics.csv below this dir")
@@ -171,6 +173,7 @@ def draw_curves(ax: plt.Axes, panel: pd.DataFrame, columns: tuple[str, ...], nam
             stats = runs.groupby("samples")[column].agg(["mean", "min", "max"])
             x = stats.index / x_unit
             ax.plot(x, stats["mean"], "--" if split == "test" else "-", color=COLOURS[algorithm],
+                    marker="o" if len(stats) == 1 else None,  # a lone evaluation shows as a point
                     label=f"{name} ({split})" if split else name)
             if n_runs > 1:
                 ax.fill_between(x, stats["min"], stats["max"], color=COLOURS[algorithm], alpha=0.2, linewidth=0,
