@@ -182,6 +182,12 @@ BAD_INPUTS = [
     (["+model.num_layers=2"], ("model.num_layers", "no such key", "--help")),  # added, but nothing reads it
     (["+model.hiden_size=200", "-m"], ("model.hiden_size", "did you mean model.hidden_size?")),
     (["latent_dim=2,x", "-m"], ("latent_dim", "'x'", "Integer")),
+    (["trian.max_samples=1e4"], ("trian", "no such key", "did you mean train?")),
+    (["eval.iwae_k=5"], ("eval.iwae_k", "expected a list in brackets", "eval.iwae_k=[...]")),
+    (["latent_dim=2,5"], ("latent_dim=2,5", "add -m")),  # a sweep's values without -m
+    (["--cfg", "job", "latent_dim=2,5"], ("latent_dim=2,5", "add -m")),  # with Hydra's options as without
+    (["foo=1", "--cfg", "job"], ("foo", "no such key")),
+    (["-m", "latent_dim=2,x", "--cfg", "job"], ("latent_dim", "'x'")),  # before any job's config is shown
     (["latent_dim=3,0", "-m", "seed=1"], ("latent_dim=0", ">= 1")),
     (["optimizer.lr=0"], ("optimizer.lr=0.0", "> 0")),
     (["optimizer.lr=-0.01"], ("optimizer.lr=-0.01", "> 0")),

@@ -1,5 +1,6 @@
 """The user's own command line, options and overrides in any order: split for Hydra, checked, run,
 and the resume line as typed."""
+import json
 import subprocess
 import sys
 
@@ -94,3 +95,24 @@ def test_an_interval_is_refused_by_the_basic_sweeper_in_one_line(tmp_path, main_
     status, _, err = main_cli(["optimizer.lr=interval(0.01,0.1)", "-m"], tmp_path)
     assert status == 2
     assert err.count("\n") == 1 and err.startswith("error: optimizer.lr=interval(0.01,0.1): ") and "interval" in err
+
+
+@pytest.mark.parametrize("words", [["latent_dim=2,5", "-m", "--help"], ["--help", "latent_dim=2,5"], ["foo=1", "-h"]])
+def test_help_is_shown_whatever_the_overrides_beside_it(words, tmp_path):
+    """Hydra composes the overrides before it shows its help: a sweep's values or a misspelt key ended it
+    in a traceback."""
+    result = run_cli(words, tmp_path)
+    assert result.returncode == 0 and result.stderr == ""
+    assert result.stdout.startswith("python -m vae_repro.run [KEY=VALUE ...] [-m]")
+
+
+def test_the_last_line_counts_the_flagged_jobs(tmp_path, capsys):
+    for num, warning in ((0, "the ELBO (-6.9e+06 at 10000 samples) is far below ..."), (1, None)):
+        (tmp_path / str(num)).mkdir()
+        summary = {"status": "completed", "message": "", **({"warning": warning} if warning else {})}
+        (tmp_path / str(num) / "summary.json").write_text(json.dumps(summary))
+    command = run_module.Command([], True, tmp_path, [tmp_path / "0", tmp_path / "1"], 1, "BasicLauncher", True)
+    assert run_module.report(command) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().splitlines()[-1] == f"2 of 2 jobs completed, 1 flagged; outputs in {tmp_path}"
+    assert err == f"{tmp_path / '0'}: warning: the ELBO (-6.9e+06 at 10000 samples) is far below ...\n"

@@ -31,7 +31,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import ConfigAttributeError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from vae_repro.checkpoint import CheckpointError, Terminated, config_dict, load_checkpoint, raise_terminated
 from vae_repro.command_line import CommandLine, split_command_line
@@ -48,6 +48,8 @@ from vae_repro.workers import (StopWorkers, command_stopped, in_worker, prepare_
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # in the package, so that an installed copy finds it
 ConfigStore.instance().store(name="config_schema", node=Config)
 log = logging.getLogger(__name__)
+HELP_OPTIONS = {"--help", "-h", "--hydra-help"}
+CONFIG_CHOICE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir"}  # another config than ours
 # How many jobs of this command share the machine at once: set by `main` for the jobs it starts,
 # which inherit the environment whichever local launcher runs them.
 JOBS_AT_ONCE = "VAE_REPRO_JOBS_AT_ONCE"
@@ -74,15 +76,20 @@ def jobs_at_once(launcher: DictConfig, n_jobs: int) -> int:
 
 def _one_line(e: Exception) -> str:
     cause = e.__cause__
-    if isinstance(cause, ConfigAttributeError) and cause.full_key:  # a key the schema does not have
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:  # not in the schema
         return _no_such_key(cause.full_key)
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        if "is not a ListConfig" in cause.msg:
+            return f"{cause.full_key}: expected a list in brackets, {cause.full_key}=[...]"
         return f"{cause.full_key}: {cause.msg.splitlines()[0]}"
-    return " ".join(str(e).split("Config search path")[0].split())
+    # Hydra's advice for a sweep's values without -m names only its long form.
+    return " ".join(str(e).split("Config search path")[0].split()).replace("add --multirun", "add -m")
 
 
 def _no_such_key(key: str) -> str:
-    close = difflib.get_close_matches(key, flat(OmegaConf.to_container(OmegaConf.structured(Config))), n=1)
+    keys = flat(OmegaConf.to_container(OmegaConf.structured(Config)))
+    groups = {k.rsplit(".", 1)[0] for k in keys if "." in k}  # a misspelt group, as in trian.max_samples
+    close = difflib.get_close_matches(key, [*keys, *groups], n=1, cutoff=0.75)
     return f"{key}: no such key{f' (did you mean {close[0]}?)' if close else ''}; --help lists the keys"
 
 
@@ -169,6 +176,9 @@ def precheck(line: CommandLine) -> Command | None:
     """Compose and check every job of the command, its data and its output dir; raise on the first
     bad one. None for Hydra's own options (--help, --cfg, ...), which are left to Hydra."""
     if line.other_options:
+        if not CONFIG_CHOICE & set(line.other_options):  # those choose another config, which Hydra composes itself
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="precheck"):
+                _compose_job(line.overrides, 0)  # a bad override is one line, as without the option
         return None
     multirun, overrides = line.multirun, line.overrides
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="precheck"):
@@ -212,7 +222,7 @@ def precheck(line: CommandLine) -> Command | None:
         load_checkpoint(job_dir / "checkpoint.pt", config_dict(cfg))
     in_this_process = launcher.endswith("BasicLauncher") or launcher.endswith("StackLauncher") and not on_slurm
     return Command(line.words + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)),
-                   launcher, in_this_process, tracker_hint(cfgs[0], job_dirs))
+                   launcher, in_this_process, tracker_hint(cfgs[0], out_dir, multirun))
 
 
 def check_output_dir(job_dir: Path, key: str) -> None:
@@ -233,7 +243,7 @@ def sweep_dry_run(line: CommandLine) -> bool:
     """`-m ... --cfg job`, which Hydra refuses for a sweep: print each job's config, checked, and run
     nothing. False where the line asks for something else; ConfigError for Hydra's other options with -m."""
     options = line.other_options
-    if not line.multirun or not options or {"--help", "-h", "--hydra-help"} & set(options):
+    if not line.multirun or not options:
         return False
     if options not in (["--cfg", "job"], ["-c", "job"]):
         asked = " ".join(options[:2] if options[0] in ("--cfg", "-c") else options)
@@ -241,9 +251,9 @@ def sweep_dry_run(line: CommandLine) -> bool:
                           "shows the config of each job of a sweep")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="dry_run"):
         jobs, _ = _sweep_jobs(line.overrides)
-        for num, job in enumerate(jobs):
-            cfg, _ = _compose_job(job, num)
-            print(f"# job {num}: {' '.join(job)}\n{OmegaConf.to_yaml(OmegaConf.structured(cfg))}")
+        cfgs = [_compose_job(job, num)[0] for num, job in enumerate(jobs)]  # every job checked before any is shown
+    for num, (job, cfg) in enumerate(zip(jobs, cfgs)):
+        print(f"# job {num}: {' '.join(job)}\n{OmegaConf.to_yaml(OmegaConf.structured(cfg))}")
     print(f"# {len(jobs)} jobs; nothing was run")
     return True
 
@@ -252,7 +262,7 @@ def _job_outcome(job_dir: Path) -> tuple[str, str, str]:
     """A finished command's job: its status, what to say about it, and its warning if any."""
     summary = read_summary(job_dir)
     if summary is None:
-        return "not started", "no summary.json in its dir", ""
+        return "not started", "", ""
     status, message, warning = summary.get("status", "unknown"), summary.get("message", ""), summary.get("warning", "")
     if status == "running":
         if (pid := holder(job_dir)) is not None:
@@ -273,10 +283,12 @@ def report(command: Command) -> int:
         if warning:
             print(f"{where}: warning: {warning}", file=sys.stderr)
     done = sum(status == "completed" for status, _, _ in outcomes)
+    flagged = sum(status == "completed" and bool(warning) for status, _, warning in outcomes)
     if command.multirun:
-        print(f"{done} of {len(outcomes)} jobs completed; outputs in {command.out_dir}")
+        print(f"{done} of {len(outcomes)} jobs completed{f', {flagged} flagged' if flagged else ''}; "
+              f"outputs in {command.out_dir}")
     elif done:
-        print(f"run completed; outputs in {command.out_dir}")
+        print(f"run completed{', flagged' if flagged else ''}; outputs in {command.out_dir}")
     else:
         print(f"run not completed; outputs so far in {command.out_dir}")
     if command.tracker_hint:
@@ -338,6 +350,12 @@ def run_stack(cfgs: list[Config], out_dirs: list[str], multirun: bool) -> list[s
 def main() -> None:
     line = split_command_line(sys.argv[1:])
     sys.argv[1:] = line.for_hydra()  # in an order Hydra reads, whatever the user's
+    if asked_for_help := HELP_OPTIONS & set(line.options):
+        # Hydra composes the overrides before it prints its help, which does not depend on them: a sweep's
+        # values or a misspelt key would end it in a traceback.
+        sys.argv[1:] = sorted(asked_for_help)[:1]
+        hydra_app()
+        return
     try:
         if sweep_dry_run(line):
             return

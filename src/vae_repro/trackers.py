@@ -10,7 +10,6 @@ job computes again to the same values.
 """
 import logging
 import os
-import shlex
 import time
 from pathlib import Path
 
@@ -41,14 +40,13 @@ def default_tracking_uri(outputs: Path) -> str:
     return f"sqlite:///{outputs / 'mlflow.db'}"
 
 
-def tracker_hint(cfg: Config, job_dirs: list[Path]) -> str | None:
-    """The command that shows the command's tracker runs, to print at its end. TensorBoard names
-    each run by its folder in a job's tensorboard/ (`run_name`), given each job's as a --logdir_spec."""
+def tracker_hint(cfg: Config, out_dir: Path, multirun: bool) -> str | None:
+    """The command that shows the command's tracker runs, to print at its end. TensorBoard names a run
+    by its folder below the dir it is given: a single run's `latent_dim=5`, a sweep's
+    `2/tensorboard/latent_dim=5` (`run_name`)."""
     name = str(cfg.logger.name)
     if name == "tensorboard":
-        folders = [str(d / "tensorboard") for d in job_dirs]
-        return f"tensorboard --logdir {folders[0]}" if len(folders) == 1 else \
-            f"tensorboard --logdir_spec {shlex.quote(','.join(folders))}"
+        return f"tensorboard --logdir {out_dir if multirun else out_dir / 'tensorboard'}"
     return f"mlflow ui --backend-store-uri {cfg.logger.tracking_uri}" if name == "mlflow" else None
 
 
@@ -71,7 +69,7 @@ def run_name(overrides: list[str], swept: set[str] | None, fallback: str) -> str
     def named(key: str) -> bool:
         if key.startswith("hydra"):  # hydra.sweep.dir=..., hydra/launcher=...
             return False
-        return key in swept if swept is not None else key not in NOT_A_SETTING - {"seed"}
+        return key in swept if swept is not None else key not in NOT_A_SETTING - {"seed"} | {"logger"}
     return " ".join(o for o in overrides if named(override_key(o))) or fallback
 
 

@@ -492,7 +492,7 @@ class Job:
         latent_dims = ",".join(map(str, sorted(set(self.model.latent_dims))))
         return tqdm(total=self.schedule[-1], initial=self.progress.samples, unit="sample", unit_scale=True,
                     dynamic_ncols=True, desc=f"{self.cfg.algorithm.name} N_z={latent_dims}{stacked}",
-                    disable=not self.cfg.train.progress)
+                    disable=None if self.cfg.train.progress else True)  # None: on a terminal only
 
 
 def train_stack(cfgs: list[Config], out_dirs: list[str | Path], data: Images | None = None) -> list[dict]:

@@ -88,8 +88,9 @@ class StackLauncher(Launcher):
         stacks = plan_stacks(cfgs, positions, input_dims, self.max_models, self.max_padding)
         log.info("Training %d jobs as %d stack%s", len(cfgs), len(stacks), "" if len(stacks) == 1 else "s")
         for stack in stacks:
-            log.info("\tstack of jobs %s (N_z %s)", ", ".join(f"#{initial_job_idx + i}" for i in stack),
-                     ",".join(str(n) for n in sorted({cfgs[i].latent_dim for i in stack})))
+            latent_dims = ",".join(str(n) for n in sorted({cfgs[i].latent_dim for i in stack}))
+            log.info("\tstack of jobs %s (%s, N_z %s)", ", ".join(f"#{initial_job_idx + i}" for i in stack),
+                     cfgs[stack[0]].algorithm.name, latent_dims)
         tasks = [StackTask([cfgs[i] for i in stack], [dirs[i] for i in stack], log_name) for stack in stacks]
         for stack, statuses in zip(stacks, self._run(tasks)):
             for i, status in zip(stack, statuses):
