@@ -176,9 +176,7 @@ def precheck(line: CommandLine) -> Command | None:
     """Compose and check every job of the command, its data and its output dir; raise on the first
     bad one. None for Hydra's own options (--help, --cfg, ...), which are left to Hydra."""
     if line.other_options:
-        if not CONFIG_CHOICE & set(line.other_options):  # those choose another config, which Hydra composes itself
-            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="precheck"):
-                _compose_job(line.overrides, 0)  # a bad override is one line, as without the option
+        _check_overrides_alone(line)
         return None
     multirun, overrides = line.multirun, line.overrides
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="precheck"):
@@ -223,6 +221,13 @@ def precheck(line: CommandLine) -> Command | None:
     in_this_process = launcher.endswith("BasicLauncher") or launcher.endswith("StackLauncher") and not on_slurm
     return Command(line.words + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)),
                    launcher, in_this_process, tracker_hint(cfgs[0], out_dir, multirun))
+
+
+def _check_overrides_alone(line: CommandLine) -> None:
+    """With Hydra's own options (--cfg, --info, ...), a bad override is one line, as without them."""
+    if not CONFIG_CHOICE & set(line.other_options):  # those choose another config, which Hydra composes itself
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3", job_name="precheck"):
+            _compose_job(line.overrides, 0)
 
 
 def check_output_dir(job_dir: Path, key: str) -> None:

@@ -216,18 +216,23 @@ class Job:
         self.metrics: list[MetricsLog] = []
         self.trackers: list[Tracker] = []
         self.ckpt_paths = [out / "checkpoint.pt" for out in self.outs]
+        self.resume_or_start()
+        log.info("%d training images: weight decay %.3g (the weight prior)", len(self.train_x), self.weight_decay)
+        self.started = time.perf_counter() - self.progress.wall_s
+
+    def resume_or_start(self) -> None:
+        """From the models' checkpoints where there are some; else from scratch, with the untrained
+        models' ELBO as the mark of a wrecked run."""
         ckpts = [load_checkpoint(path, settings) for path, settings in zip(self.ckpt_paths, self.settings)]
         if any(ckpt is not None for ckpt in ckpts):
             self.restore(ckpts)
             log.info("resuming from %s at %d samples", ", ".join(map(str, self.ckpt_paths)), self.progress.samples)
         elif self.has_encoder:
-            untrained = evaluate(self.model, self.test_x[:UNTRAINED_EVAL_POINTS], cfg.train.mc_samples,
+            untrained = evaluate(self.model, self.test_x[:UNTRAINED_EVAL_POINTS], self.cfg.train.mc_samples,
                                  self.eval_seeds(), self.binarize_dynamic)
             for record, (elbo, _, _) in zip(self.records, untrained):
                 record.untrained_elbo = elbo
-        log.info("%d training images: weight decay %.3g (the weight prior)", len(self.train_x), self.weight_decay)
         self.saved_samples = self.progress.samples if ckpts[0] is not None else None
-        self.started = time.perf_counter() - self.progress.wall_s
 
     def eval_seeds(self) -> list[int]:
         return [c.seed + 1 for c in self.cfgs]
