@@ -10,6 +10,7 @@ and saying where the output is.
 """
 import contextlib
 import difflib
+import functools
 import itertools
 import logging
 import os
@@ -86,8 +87,14 @@ def _one_line(e: Exception) -> str:
     return " ".join(str(e).split("Config search path")[0].split()).replace("add --multirun", "add -m")
 
 
+@functools.cache
+def _schema_keys() -> tuple[str, ...]:
+    """Every key of the config, dotted."""
+    return tuple(flat(OmegaConf.to_container(OmegaConf.structured(Config))))
+
+
 def _no_such_key(key: str) -> str:
-    keys = flat(OmegaConf.to_container(OmegaConf.structured(Config)))
+    keys = _schema_keys()
     groups = {k.rsplit(".", 1)[0] for k in keys if "." in k}  # a misspelt group, as in trian.max_samples
     close = difflib.get_close_matches(key, [*keys, *groups], n=1, cutoff=0.75)
     return f"{key}: no such key{f' (did you mean {close[0]}?)' if close else ''}; --help lists the keys"
@@ -96,9 +103,8 @@ def _no_such_key(key: str) -> str:
 def _check_known_keys(composed: DictConfig) -> None:
     """A key added with +KEY=VALUE that nothing reads is refused, as a misspelt one is: else the job
     would train without it and record it as a setting."""
-    known = flat(OmegaConf.to_container(OmegaConf.structured(Config)))
     for key in flat(OmegaConf.to_container(composed)):
-        if key not in known:
+        if key not in _schema_keys():
             raise ConfigError(_no_such_key(key))
 
 
