@@ -304,7 +304,7 @@ def fig3_costs(train_x, test_x, device, rounds):
     step_s = {name: BATCH * s for name, s in
               best_in_turns({name: p.train for name, p in projects.items()}, 30 * BATCH, rounds).items()}
     job = projects["aevb"].job
-    marginal_s = min(timed(evaluate_marginal, job.marginal, job.model, job.test_x[:1000], [1], False)[0]
+    marginal_s = min(timed(evaluate_marginal, job.evaluation.marginal, job.model, job.test_x[:1000], [1], False)[0]
                      for _ in range(2))
     elbo_s = sum(timed(evaluate, job.model, x, 1, [1], False)[0] for x in (job.train_x, job.test_x))
     return step_s, marginal_s, elbo_s

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import torch
 
+from vae_repro.config import Config
 from vae_repro.data import to_unit_interval
-from vae_repro.marginal import is_log_marginal
+from vae_repro.marginal import is_log_marginal, make_estimator
 from vae_repro.model import VAE
 from vae_repro.noise import Noise
 
@@ -84,6 +85,35 @@ def evaluate_marginal(estimator, model: VAE, x: torch.Tensor, seeds: list[int], 
     noise at every call."""
     noise = Noise.seeded(seeds, model.latent_dims, x.device, model.latent_dim)
     return estimator(model, for_each_model(x, noise, binarize_dynamic), noise=noise).double().mean(1).tolist()
+
+
+class Evaluation:
+    """What a job measures at each evaluation, and the columns of metrics.csv that hold it: with an
+    encoder, the ELBO of each whole split and its IWAE-k bounds (eval.iwae_k); the marginal
+    log-likelihood of each split's first images (eval.marginal). Each measure draws its noise from
+    the models' evaluation seeds afresh at every evaluation."""
+
+    def __init__(self, cfg: Config, has_encoder: bool):
+        self.has_encoder, self.mc_samples, self.iwae_k = has_encoder, cfg.train.mc_samples, list(cfg.eval.iwae_k)
+        self.marginal, self.marginal_points = make_estimator(cfg), cfg.eval.marginal_points
+        self.binarize_dynamic = str(cfg.data.binarize) == "dynamic"
+        self.columns = metric_columns(self.marginal is not None, self.iwae_k)
+
+    def of_split(self, model: VAE, split: str, x: torch.Tensor, seeds: list[int]) -> list[dict]:
+        """Each model's values for the split `split` ("train" or "test") of images `x`, by column."""
+        values: list[dict] = [{} for _ in seeds]
+        dynamic = self.binarize_dynamic
+        if self.has_encoder:
+            for value, (elbo, log_px, kl) in zip(values, evaluate(model, x, self.mc_samples, seeds, dynamic)):
+                value.update({f"{split}_elbo": elbo, f"{split}_log_px": log_px, f"{split}_kl": kl})
+            for k in self.iwae_k:
+                for value, bound in zip(values, evaluate_iwae(model, x, k, seeds, dynamic)):
+                    value[f"{split}_iwae{k}"] = bound
+        if self.marginal is not None:
+            marginals = evaluate_marginal(self.marginal, model, x[:self.marginal_points], seeds, dynamic)
+            for value, marginal in zip(values, marginals):
+                value[f"{split}_log_px_marginal"] = marginal
+        return values
 
 
 class MetricsLog:

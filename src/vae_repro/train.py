@@ -31,10 +31,8 @@ from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, confi
 from vae_repro.config import Config, ConfigError, check_config, stack_key
 from vae_repro.data import DataError, Images, pixel_scale, prepare_data
 from vae_repro.machine import ThreadCount, check_compile, keep_freed_memory, resolve_device
-from vae_repro.marginal import make_estimator
 from vae_repro.model import build_model, compile_passes
-from vae_repro.metrics import (MetricsLog, eval_schedule, evaluate, evaluate_iwae, evaluate_marginal, metric_columns,
-                               record_failure, write_summary)
+from vae_repro.metrics import Evaluation, MetricsLog, eval_schedule, evaluate, record_failure, write_summary
 from vae_repro.noise import Noise
 from vae_repro.rundir import RunDirLock
 from vae_repro.trackers import Tracker, check_tracker, open_trackers
@@ -204,8 +202,8 @@ class Job:
         if cfg.train.cuda_graph and self.device.type == "cuda":
             self.step = replayed_in_cuda_graph(self.step, self.optimizer, self.noise)
         self.has_encoder = algorithm.has_encoder  # without q(z|x), no ELBO
-        self.marginal = make_estimator(cfg)
-        self.columns = metric_columns(self.marginal is not None, cfg.eval.iwae_k)
+        self.evaluation = Evaluation(cfg, self.has_encoder)
+        self.columns = self.evaluation.columns
         self.schedule = eval_schedule(int(cfg.train.eval_start), cfg.train.eval_points_per_decade,
                                       int(cfg.train.max_samples), cfg.train.batch_size)
         self.events = Events.of(cfg, self.schedule)
@@ -314,20 +312,10 @@ class Job:
         """The ELBO of both whole splits (for models with an encoder), their IWAE-k bounds (for each k of
         `eval.iwae_k`) and the marginal log-likelihood of their first images (if `eval.marginal` is
         set), written as one row of each model's metrics.csv."""
-        mc, seeds, dynamic = self.cfg.train.mc_samples, self.eval_seeds(), self.binarize_dynamic
         rows = [{"samples": self.progress.samples} for _ in self.cfgs]
         for split, x in (("train", self.train_x), ("test", self.test_x)):
-            if self.has_encoder:
-                for row, (elbo, log_px, kl) in zip(rows, evaluate(self.model, x, mc, seeds, dynamic)):
-                    row[f"{split}_elbo"], row[f"{split}_log_px"], row[f"{split}_kl"] = elbo, log_px, kl
-                for k in self.cfg.eval.iwae_k:
-                    for row, bound in zip(rows, evaluate_iwae(self.model, x, k, seeds, dynamic)):
-                        row[f"{split}_iwae{k}"] = bound
-            if self.marginal is not None:
-                marginals = evaluate_marginal(self.marginal, self.model, x[:self.cfg.eval.marginal_points], seeds,
-                                              dynamic)
-                for row, value in zip(rows, marginals):
-                    row[f"{split}_log_px_marginal"] = value
+            for row, values in zip(rows, self.evaluation.of_split(self.model, split, x, self.eval_seeds())):
+                row.update(values)
         wall_s = self.clock()
         for k, (row, record, metrics) in enumerate(zip(rows, self.records, self.metrics)):
             row["wall_s"] = wall_s
