@@ -14,6 +14,8 @@ import torch
 from helpers import QUICK, REPO, assert_one_line, default_ctrl_c, make_mnist_root, metrics_rows, run_cli
 from omegaconf import OmegaConf
 
+from vae_repro import jobs
+from vae_repro.checkpoint import load_checkpoint
 from vae_repro.config import Config, ConfigError, TrainConfig
 from vae_repro.machine import check_compile
 
@@ -250,6 +252,18 @@ def test_corrupt_idx_file(how, message, tmp_path, main_cli):
     assert status == 2
     assert_one_line(err, "train-images-idx3-ubyte", message)
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=stack"]])
+def test_each_checkpoint_is_read_once_per_command(launcher, data_root, tmp_path, main_cli, monkeypatch):
+    sweep = ["latent_dim=2,3", f"data.root={data_root}", *QUICK, "hydra.sweep.dir=sweep", *launcher, "-m"]
+    assert main_cli(sweep, tmp_path)[0] == 0
+    reads = []
+    monkeypatch.setattr(jobs, "load_checkpoint", lambda path, settings: reads.append(path) or load_checkpoint(
+        path, settings))
+    status, out, _ = main_cli([*sweep, "train.max_samples=4000"], tmp_path)  # each job resumed from its checkpoint
+    assert status == 0 and out.strip().splitlines()[-1].startswith("2 of 2 jobs completed")
+    assert sorted(reads) == [tmp_path / "sweep" / str(num) / "checkpoint.pt" for num in range(2)]
 
 
 def test_a_dry_run_of_a_sweep_shows_each_jobs_config(data_root, tmp_path, main_cli):

@@ -6,7 +6,8 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from vae_repro.config import Config, ConfigError, check_config
-from vae_repro.run import CONF_DIR, _sweep_jobs, available_cores, job_config, jobs_at_once
+from vae_repro.jobs import job_config
+from vae_repro.run import CONF_DIR, _sweep_jobs, available_cores, jobs_at_once
 from vae_repro.metrics import eval_schedule
 
 

@@ -34,14 +34,15 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from vae_repro.checkpoint import CheckpointError, Terminated, config_dict, load_checkpoint, raise_terminated
+from vae_repro.checkpoint import CheckpointError, Terminated, raise_terminated
 from vae_repro.command_line import CommandLine, split_command_line
-from vae_repro.config import Config, ConfigError, check_config, flat
-from vae_repro.data import DataError, data_source, load_dataset, select_train
+from vae_repro.config import Config, ConfigError, flat
+from vae_repro.data import DataError
+from vae_repro.jobs import job_config, prepare, prepare_job
 from vae_repro.machine import check_compile, resolve_device
 from vae_repro.metrics import read_summary
 from vae_repro.rundir import RunDirBusy, busy_message, holder
-from vae_repro.trackers import check_tracker, default_tracking_uri, tracker_hint
+from vae_repro.trackers import tracker_hint
 from vae_repro.train import error_line, train_stack
 from vae_repro.workers import (StopWorkers, command_stopped, in_worker, prepare_worker,
                                wait_for_child_processes)
@@ -151,20 +152,6 @@ def _compose_job(overrides: list[str], num: int) -> tuple[Config, DictConfig]:
     return job_config(composed), hydra_cfg
 
 
-def job_config(composed: DictConfig) -> Config:
-    """A job's composed config (less its hydra node) as the typed config it trains with, checked, the
-    same for the pre-check, Hydra's task function and the stack launcher: data paths and the default
-    MLflow store as given relative to where the command starts, wherever its jobs run."""
-    cfg: Config = OmegaConf.to_object(composed)
-    check_config(cfg)  # before the paths are made absolute: its messages name them as typed
-    cfg.data.root = to_absolute_path(cfg.data.root)
-    if cfg.data.path is not None:
-        cfg.data.path = to_absolute_path(cfg.data.path)
-    if str(cfg.logger.name) == "mlflow" and cfg.logger.tracking_uri is None:
-        cfg.logger.tracking_uri = default_tracking_uri(Path(to_absolute_path("outputs")))
-    return cfg
-
-
 @dataclass
 class Command:
     """What a command line will do, as the pre-check found it."""
@@ -213,17 +200,10 @@ def precheck(line: CommandLine) -> Command | None:
     if not on_slurm:  # a login node may lack the jobs' GPU or compiler
         for cfg in cfgs:
             check_compile(cfg, resolve_device(str(cfg.device)))
-    train_sets = {}
-    for cfg in cfgs:
-        check_tracker(cfg)
-        data = data_source(cfg)
-        if data not in train_sets:
-            train_sets[data] = load_dataset(*data).train  # downloads once here, not once per job
-        select_train(cfg, train_sets[data])
-    for cfg, job_dir in zip(cfgs, job_dirs):  # every job's dir, before any job starts
+    for cfg, job_dir in zip(cfgs, job_dirs):  # every job, before any job starts
         if (pid := holder(job_dir)) is not None:
             raise RunDirBusy(busy_message(job_dir, pid))
-        load_checkpoint(job_dir / "checkpoint.pt", config_dict(cfg))
+        prepare(cfg, job_dir)
     in_this_process = launcher.endswith("BasicLauncher") or launcher.endswith("StackLauncher") and not on_slurm
     return Command(line.words + pin, multirun, out_dir, job_dirs, jobs_at_once(hydra_cfg.launcher, len(jobs)),
                    launcher, in_this_process, tracker_hint(cfgs[0], out_dir, multirun))
@@ -309,24 +289,11 @@ def report(command: Command) -> int:
     return 0 if done == len(outcomes) else 1
 
 
-def job_positions(cfgs: list[Config], job_dirs: list[str]) -> tuple[list[int], list[int]]:
-    """For the stack launcher's plan: the pixels of each job's images, and the samples of its
-    checkpoint (0 without one)."""
-    pixels, input_dims, positions = {}, [], []
-    for cfg, job_dir in zip(cfgs, job_dirs):
-        data = data_source(cfg)
-        if data not in pixels:
-            pixels[data] = load_dataset(*data).test.shape[1]
-        input_dims.append(pixels[data])
-        ckpt = load_checkpoint(Path(job_dir) / "checkpoint.pt", config_dict(cfg))
-        positions.append(0 if ckpt is None else ckpt["state"]["samples"])
-    return input_dims, positions
-
-
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_app(dict_cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
-    return run_stack([job_config(dict_cfg)], [hydra_cfg.runtime.output_dir], hydra_cfg.mode == RunMode.MULTIRUN)[0]
+    job = prepare_job(dict_cfg, hydra_cfg.runtime.output_dir)
+    return run_stack([job.cfg], [str(job.out_dir)], hydra_cfg.mode == RunMode.MULTIRUN)[0]
 
 
 def run_stack(cfgs: list[Config], out_dirs: list[str], multirun: bool) -> list[str]:

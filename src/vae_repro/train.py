@@ -26,16 +26,17 @@ from tqdm import tqdm
 
 from vae_repro.adagrad import Adagrad
 from vae_repro.algorithms import ALGORITHMS, replayed_in_cuda_graph
-from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, config_dict, load_checkpoint, rng_states,
+from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, rng_states,
                                   save_atomic, save_model, set_rng_states)
 from vae_repro.config import Config, ConfigError, check_config, stack_key
 from vae_repro.data import DataError, Images, pixel_scale, prepare_data
+from vae_repro.jobs import PreparedJob, prepare
 from vae_repro.machine import ThreadCount, check_compile, keep_freed_memory, resolve_device
 from vae_repro.model import build_model, compile_passes
 from vae_repro.metrics import Evaluation, MetricsLog, eval_schedule, evaluate, record_failure, write_summary
 from vae_repro.noise import Noise
 from vae_repro.rundir import RunDirLock
-from vae_repro.trackers import Tracker, check_tracker, open_trackers
+from vae_repro.trackers import Tracker, open_trackers
 
 log = logging.getLogger(__name__)
 
@@ -172,16 +173,15 @@ class Job:
     saves each model. `cfgs` differ at most in seed, latent_dim and optimizer.lr; every model
     draws its initial weights, data order and noise from its own seed, as it would alone."""
 
-    def __init__(self, cfgs: list[Config], outs: list[Path], data: Images | None = None):
-        if len({stack_key(c) for c in cfgs}) > 1:
+    def __init__(self, jobs: list[PreparedJob], data: Images | None = None):
+        if len({stack_key(job.cfg) for job in jobs}) > 1:
             raise ConfigError("the models of a stack may differ only in seed, latent_dim and optimizer.lr")
-        cfg = self.cfg = cfgs[0]  # what the models share
-        self.cfgs, self.outs = list(cfgs), list(outs)
+        self.cfgs, self.outs = [job.cfg for job in jobs], [job.out_dir for job in jobs]
+        cfg = self.cfg = self.cfgs[0]  # what the models share
         keep_freed_memory()
         self.device = resolve_device(str(cfg.device))
         self.threads = ThreadCount(torch.get_num_threads(), choose=cfg.threads == 0 and self.device.type == "cpu")
         check_compile(cfg, self.device)
-        check_tracker(cfg)
         self.train_x, self.test_x, self.image_shape = prepare_data(cfg, self.device, data)
         self.pixel_scale = pixel_scale(self.train_x)
         random.seed(cfg.seed)
@@ -207,21 +207,20 @@ class Job:
         self.schedule = eval_schedule(int(cfg.train.eval_start), cfg.train.eval_points_per_decade,
                                       int(cfg.train.max_samples), cfg.train.batch_size)
         self.events = Events.of(cfg, self.schedule)
-        self.settings = [config_dict(c) for c in self.cfgs]
+        self.settings = [job.settings for job in jobs]
         self.progress, self.perms = Progress(pos=len(self.train_x)), None
         self.records = [Record() for _ in self.cfgs]
         self.summaries: dict[Path, dict] = {}
         self.metrics: list[MetricsLog] = []
         self.trackers: list[Tracker] = []
         self.ckpt_paths = [out / "checkpoint.pt" for out in self.outs]
-        self.resume_or_start()
+        self.resume_or_start([job.take_checkpoint() for job in jobs])
         log.info("%d training images: weight decay %.3g (the weight prior)", len(self.train_x), self.weight_decay)
         self.started = time.perf_counter() - self.progress.wall_s
 
-    def resume_or_start(self) -> None:
+    def resume_or_start(self, ckpts: list[dict | None]) -> None:
         """From the models' checkpoints where there are some; else from scratch, with the untrained
         models' ELBO as the mark of a wrecked run."""
-        ckpts = [load_checkpoint(path, settings) for path, settings in zip(self.ckpt_paths, self.settings)]
         if any(ckpt is not None for ckpt in ckpts):
             self.restore(ckpts)
             log.info("resuming from %s at %d samples", ", ".join(map(str, self.ckpt_paths)), self.progress.samples)
@@ -508,7 +507,7 @@ def train_stack(cfgs: list[Config], out_dirs: list[str | Path], data: Images | N
             locks.enter_context(RunDirLock(out))
         job = None
         try:
-            job = Job(cfgs, outs, data)
+            job = Job([prepare(cfg, out, data) for cfg, out in zip(cfgs, outs)], data)
             job.run()
             return [job.summaries[out] for out in outs]
         except Exception as e:

@@ -65,27 +65,25 @@ class StackLauncher(Launcher):
         self.config, self.hydra_context = config, hydra_context  # the stacks are trained by vae_repro itself
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from vae_repro.run import job_positions
         from vae_repro.stacks import plan_stacks
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        returns, cfgs, dirs = [], [], []
+        returns, jobs = [], []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = sweep_config.hydra.job.num = idx
             # Hydra's own set-up of a job (its dir, .hydra/, its log file); the task only hands back the config.
-            ret = run_job(hydra_context=self.hydra_context, task_function=_job_config, config=sweep_config,
+            ret = run_job(hydra_context=self.hydra_context, task_function=_prepare_job, config=sweep_config,
                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
-            cfg, job_dir = ret.return_value
             returns.append(ret)
-            cfgs.append(cfg)
-            dirs.append(job_dir)
+            jobs.append(ret.return_value)
         log_name = str(self.config.hydra.job.name)
-        input_dims, positions = job_positions(cfgs, dirs)
-        stacks = plan_stacks(cfgs, positions, input_dims, self.max_models, self.max_padding)
+        cfgs, dirs = [job.cfg for job in jobs], [str(job.out_dir) for job in jobs]
+        stacks = plan_stacks(cfgs, [job.position for job in jobs], [job.input_dim for job in jobs], self.max_models,
+                             self.max_padding)
         log.info("Training %d jobs as %d stack%s", len(cfgs), len(stacks), "" if len(stacks) == 1 else "s")
         for stack in stacks:
             latent_dims = ",".join(str(n) for n in sorted({cfgs[i].latent_dim for i in stack}))
@@ -119,7 +117,7 @@ COMMON_OPTIONS = {"timeout_min", "mem_gb", "nodes", "cpus_per_task", "gpus_per_n
                   "stderr_to_stdout"}
 
 
-def _job_config(cfg: DictConfig) -> tuple:
-    """A job's typed config, as every job of the command gets it, and its dir."""
-    from vae_repro.run import job_config
-    return job_config(cfg), HydraConfig.get().runtime.output_dir
+def _prepare_job(cfg: DictConfig):
+    """A job, prepared as every job of the command is, in its dir."""
+    from vae_repro.jobs import prepare_job
+    return prepare_job(cfg, HydraConfig.get().runtime.output_dir)
