@@ -48,8 +48,10 @@ from vae_repro.checkpoint import StopSignals
 from vae_repro.config import (AlgorithmConfig, Config, ConfigError, DataConfig, EvalConfig, ModelConfig,
                               OptimizerConfig, TrainConfig)
 from vae_repro.data import DATASETS, DataError, Images, load_dataset, load_frey_face, write_idx
+from vae_repro.jobs import prepare
 from vae_repro.machine import resolve_device
 from vae_repro.metrics import eval_schedule, evaluate, evaluate_marginal
+from vae_repro.noise import Noise
 from vae_repro.train import Job
 
 MNIST_LATENT, MNIST_HIDDEN = 20, 500
@@ -109,14 +111,16 @@ class Project:
     """This project's job, driven step by step: its batches, its step function, its evaluation."""
 
     def __init__(self, cfg: Config, train_x, test_x):
-        self.job = Job([cfg], [Path(tempfile.mkdtemp())], data=Images(train_x, test_x, None))
+        data = Images(train_x, test_x, None)
+        self.job = Job([prepare(cfg, tempfile.mkdtemp(), data)], data)
 
     def train(self, samples):
         self.job.train_steps(samples // BATCH, StopSignals())  # the runner's own loop, with no signal handlers set
         sync(self.job.device)
 
     def evaluate(self):
-        return [evaluate(self.job.model, x, 1, seeds=[1], binarize_dynamic=False)[0][0]
+        model, device = self.job.model, self.job.device
+        return [evaluate(model, x, 1, Noise.seeded([1], model.latent_dims, device), binarize_dynamic=False)[0][0]
                 for x in (self.job.train_x, self.job.test_x)]
 
 
@@ -180,7 +184,8 @@ def job_samples_per_s(cfg: Config, train_x, test_x, device) -> tuple[float, floa
     steps, every PROBE_EVERY_S seconds; the probes' time is taken out of the job's."""
     rates, probe_s = [matmul_gflops(device, seconds=PROBE_S)], 0.0
     with tempfile.TemporaryDirectory() as out:
-        job = Job([cfg], [Path(out)], data=Images(train_x, test_x, None))
+        data = Images(train_x, test_x, None)
+        job = Job([prepare(cfg, out, data)], data)
         train_steps, last_probe = job.train_steps, time.perf_counter()
 
         def train_steps_and_probe(n, stop):
@@ -195,7 +200,7 @@ def job_samples_per_s(cfg: Config, train_x, test_x, device) -> tuple[float, floa
         job.train_steps = train_steps_and_probe
         summary = job.run()[0]
     rates.append(matmul_gflops(device, seconds=PROBE_S))
-    return summary["samples"] / (summary["wall_s"] - probe_s), sum(rates) / len(rates)
+    return summary.samples / (summary.wall_s - probe_s), sum(rates) / len(rates)
 
 
 def job_peak_memory_mib(dataset, root):
@@ -304,9 +309,10 @@ def fig3_costs(train_x, test_x, device, rounds):
     step_s = {name: BATCH * s for name, s in
               best_in_turns({name: p.train for name, p in projects.items()}, 30 * BATCH, rounds).items()}
     job = projects["aevb"].job
-    marginal_s = min(timed(evaluate_marginal, job.evaluation.marginal, job.model, job.test_x[:1000], [1], False)[0]
+    noise = Noise.seeded([1], job.model.latent_dims, job.device)
+    marginal_s = min(timed(evaluate_marginal, job.evaluation.marginal, job.model, job.test_x[:1000], noise, False)[0]
                      for _ in range(2))
-    elbo_s = sum(timed(evaluate, job.model, x, 1, [1], False)[0] for x in (job.train_x, job.test_x))
+    elbo_s = sum(timed(evaluate, job.model, x, 1, noise, False)[0] for x in (job.train_x, job.test_x))
     return step_s, marginal_s, elbo_s
 
 

@@ -28,6 +28,7 @@ from benchmark import (BATCH, FIG3_TRAIN, PAPER_SAMPLES, benchmark_data, best_in
                        setup_config)
 
 from vae_repro.data import DATASETS, Images
+from vae_repro.jobs import prepare
 from vae_repro.stacks import plan_stacks
 from vae_repro.train import Job
 
@@ -45,7 +46,8 @@ def stack_train(setup: str, latent_dims: list[int], seeds: list[int], data, devi
         cfg = setup_config(setup, device, algorithm)
         cfg.latent_dim, cfg.seed = latent_dim, seed
         cfgs.append(cfg)
-    job = Job(cfgs, [Path(tempfile.mkdtemp()) for _ in cfgs], data=Images(*data, None))
+    images = Images(*data, None)
+    job = Job([prepare(cfg, tempfile.mkdtemp(), images) for cfg in cfgs], images)
 
     def train(samples):
         job.train_steps(samples // BATCH, StopNever())

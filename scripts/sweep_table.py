@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from vae_repro.metrics import read_summary
+from vae_repro.records import read_summary
 from vae_repro.config import NOT_A_SETTING
 from vae_repro.plotting import PlotError, flat
 

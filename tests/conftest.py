@@ -1,4 +1,5 @@
 """The fixtures several test files share; the helpers they are built on are in helpers.py."""
+import logging
 import sys
 from pathlib import Path
 
@@ -22,6 +23,10 @@ def frey_root(tmp_path_factory) -> Path:
 def main_cli(monkeypatch, capsys):
     """The command line run in this process: for commands that end before any job trains (bad settings,
     a dry run), where a subprocess would prove nothing more. Returns (exit status, stdout, stderr)."""
+    root = logging.getLogger()  # Hydra's logging set-up for a job, undone after the test
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+
     def run(args: list[str], cwd: Path) -> tuple[int, str, str]:
         monkeypatch.chdir(cwd)
         monkeypatch.setattr(sys, "argv", ["vae_repro.run", *args])

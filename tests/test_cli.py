@@ -254,7 +254,7 @@ def test_corrupt_idx_file(how, message, tmp_path, main_cli):
     assert not (tmp_path / "outputs").exists()
 
 
-@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=stack"]])
+@pytest.mark.parametrize("launcher", [pytest.param([], marks=pytest.mark.slow), ["hydra/launcher=stack"]])
 def test_each_checkpoint_is_read_once_per_command(launcher, data_root, tmp_path, main_cli, monkeypatch):
     sweep = ["latent_dim=2,3", f"data.root={data_root}", *QUICK, "hydra.sweep.dir=sweep", *launcher, "-m"]
     assert main_cli(sweep, tmp_path)[0] == 0

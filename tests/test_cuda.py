@@ -86,7 +86,7 @@ def test_a_cuda_job_trains_and_resumes_to_the_bit(algorithm, data_root, tmp_path
     summary = train(cuda_config(data_root, algorithm, 10_000), whole)
     train(cuda_config(data_root, algorithm, 1000), halves)
     train(cuda_config(data_root, algorithm, 10_000), halves)
-    assert summary["status"] == "completed" and summary["device"] == "cuda"
+    assert summary.status == "completed" and summary.device == "cuda"
     rows = rows_without_wall_time(whole)
     assert [int(r["samples"]) for r in rows] == [1000, 10_000]
     assert rows_without_wall_time(halves) == rows
@@ -123,7 +123,7 @@ def test_a_stack_replayed_in_a_cuda_graph_equals_its_eager_steps_to_the_bit(data
             cfg.latent_dim, cfg.seed, cfg.optimizer.lr, cfg.train.cuda_graph = latent_dim, seed, lr, graph
             cfgs.append(cfg)
         summaries = train_stack(cfgs, [tmp_path / f"{graph}{k}" for k in range(3)])
-        assert [s["status"] for s in summaries] == ["completed"] * 3
+        assert [s.status for s in summaries] == ["completed"] * 3
     for k in range(3):
         assert rows_without_wall_time(tmp_path / f"True{k}") == rows_without_wall_time(tmp_path / f"False{k}")
 

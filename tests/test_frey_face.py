@@ -87,11 +87,11 @@ def test_cli_trains_the_gaussian_frey_model_for_two_latent_sizes(frey_root, tmp_
 def test_weight_prior_follows_the_training_set_and_its_std(data_root, tmp_path):
     settings = dict(max_samples=300, eval_start=300, progress=False)
     cfg = Config(device="cpu", data=DataConfig(root=str(data_root), download=False), train=TrainConfig(**settings))
-    assert train(cfg, tmp_path / "a")["weight_decay"] == pytest.approx(1 / 300)  # 300 synthetic digits
+    assert train(cfg, tmp_path / "a").weight_decay == pytest.approx(1 / 300)  # 300 synthetic digits
     cfg.optimizer.prior_std = 0.5
-    assert train(cfg, tmp_path / "b")["weight_decay"] == pytest.approx(1 / (0.25 * 300))
+    assert train(cfg, tmp_path / "b").weight_decay == pytest.approx(1 / (0.25 * 300))
     cfg.optimizer.weight_decay = 0.0
-    assert train(cfg, tmp_path / "c")["weight_decay"] == 0.0
+    assert train(cfg, tmp_path / "c").weight_decay == 0.0
 
 
 def test_wake_sleep_trains_the_gaussian_decoder(frey_root, tmp_path):
@@ -101,7 +101,7 @@ def test_wake_sleep_trains_the_gaussian_decoder(frey_root, tmp_path):
                  train=TrainConfig(max_samples=20_000, eval_start=1000, eval_points_per_decade=2, progress=False))
     summary = train(cfg, tmp_path)
     rows = metrics_rows(tmp_path)
-    assert summary["status"] == "completed" and float(rows[-1]["train_elbo"]) > float(rows[0]["train_elbo"])
+    assert summary.status == "completed" and float(rows[-1]["train_elbo"]) > float(rows[0]["train_elbo"])
 
 
 @pytest.mark.slow
@@ -131,4 +131,4 @@ def test_gaussian_decoder_on_constant_pixels_diverges_with_a_remedy_and_the_floo
     with pytest.raises(Diverged, match=r"model\.decoder_logvar_min=-10"):
         train(cfg, tmp_path / "collapse", data=data)
     cfg.model.decoder_logvar_min = -10.0
-    assert train(cfg, tmp_path / "floored", data=data)["status"] == "completed"
+    assert train(cfg, tmp_path / "floored", data=data).status == "completed"

@@ -122,7 +122,7 @@ def test_stacked_models_end_where_their_solo_runs_end(data_root, tmp_path, algor
         cfg.algorithm.name, cfg.eval.iwae_k = algorithm, [3]
     dirs = [tmp_path / f"stack{k}" for k in range(3)]
     summaries = train_stack(cfgs, dirs)
-    assert [s["status"] for s in summaries] == ["completed"] * 3 and {s["stack"] for s in summaries} == {3}
+    assert [s.status for s in summaries] == ["completed"] * 3 and {s.stack for s in summaries} == {3}
     for k, cfg in enumerate(cfgs):
         solo = tmp_path / f"solo{k}"
         train(cfg, solo)
@@ -131,7 +131,7 @@ def test_stacked_models_end_where_their_solo_runs_end(data_root, tmp_path, algor
         assert loaded_cfg == cfg and model.latent_dims == [cfg.latent_dim]
         assert json.loads((dirs[k] / "summary.json").read_text())["lr"] == cfg.optimizer.lr
     # A run of one of them alone (any launcher) takes up its checkpoint: complete already.
-    assert "already complete" in train(cfgs[0], dirs[0])["message"]
+    assert "already complete" in train(cfgs[0], dirs[0]).message
 
 
 def test_stacked_monte_carlo_em_keeps_each_models_chains(data_root, tmp_path):
@@ -153,8 +153,8 @@ def test_a_model_that_diverges_leaves_the_stack_and_the_others_go_on(data_root, 
     cfgs = [quick_config(data_root, 3, 0), quick_config(data_root, 3, 1, lr=100.0), quick_config(data_root, 3, 2)]
     dirs = [tmp_path / str(k) for k in range(3)]
     summaries = train_stack(cfgs, dirs)
-    assert [s["status"] for s in summaries] == ["completed", "diverged", "completed"]
-    assert "optimizer.lr=100.0" in summaries[1]["message"] and not (dirs[1] / "model.pt").exists()
+    assert [s.status for s in summaries] == ["completed", "diverged", "completed"]
+    assert "optimizer.lr=100.0" in summaries[1].message and not (dirs[1] / "model.pt").exists()
     assert json.loads((dirs[1] / "summary.json").read_text())["status"] == "diverged"
     train(cfgs[2], tmp_path / "solo")
     assert rows_without_wall_time(dirs[2]) == rows_without_wall_time(tmp_path / "solo")

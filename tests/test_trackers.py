@@ -132,7 +132,7 @@ def test_a_tracker_failing_mid_run_is_told_once_and_the_training_goes_on(data_ro
     monkeypatch.setattr(MlflowClient, "log_batch", server_gone)
     cfg = small_config(data_root, LoggerConfig(name="mlflow", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
     summary = train(cfg, tmp_path / "job")
-    assert summary["status"] == "completed" and summary["samples"] == 3000
+    assert summary.status == "completed" and summary.samples == 3000
     assert len(metrics_rows(tmp_path / "job")) == 3 and (tmp_path / "job" / "model.pt").exists()
     told = [r.getMessage() for r in caplog.records if "logger" in r.getMessage()]
     assert told == [f"{tmp_path / 'job'}: logger failed (API request to http://tracking:5000 failed: Connection "
@@ -143,7 +143,7 @@ def test_a_tracker_failing_mid_run_is_told_once_and_the_training_goes_on(data_ro
 def test_a_tracking_server_that_does_not_answer_costs_the_job_nothing_but_a_line(data_root, tmp_path, caplog):
     cfg = small_config(data_root, LoggerConfig(name="mlflow", tracking_uri="http://127.0.0.1:9"))
     summary = train(cfg, tmp_path / "job")
-    assert summary["status"] == "completed" and len(metrics_rows(tmp_path / "job")) == 3
+    assert summary.status == "completed" and len(metrics_rows(tmp_path / "job")) == 3
     told = [r.getMessage() for r in caplog.records if "logger" in r.getMessage()]
     assert len(told) == 1 and "logger could not start" in told[0] and "127.0.0.1:9" in told[0]
     assert not (tmp_path / "job" / "mlflow_run_id").exists()

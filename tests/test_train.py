@@ -9,9 +9,12 @@ from vae_repro.data import load_dataset, select_train, to_unit_interval
 from vae_repro.adagrad import Adagrad
 from vae_repro.checkpoint import load_run
 from vae_repro.model import build_model
-from vae_repro.metrics import METRIC_COLUMNS, active_units, metric_columns
+from vae_repro.metrics import active_units
 from vae_repro.model import VAE
 from vae_repro.train import Diverged, Job, train
+
+
+COLUMNS = ["samples", "train_elbo", "train_log_px", "train_kl", "test_elbo", "test_log_px", "test_kl", "wall_s"]
 
 
 def quick_config(data_root, **train_settings) -> Config:
@@ -24,7 +27,7 @@ def quick_config(data_root, **train_settings) -> Config:
 def test_a_few_hundred_steps_raise_the_elbo(data_root, tmp_path):
     summary = train(quick_config(data_root), tmp_path)  # 300 steps of 100 on 300 synthetic digits
     rows = metrics_rows(tmp_path)
-    assert list(rows[0]) == METRIC_COLUMNS
+    assert list(rows[0]) == COLUMNS
     samples = [int(r["samples"]) for r in rows]
     assert samples == sorted(set(samples)) and samples[0] == 1000 and samples[-1] == 30_000
     first, last = rows[0], rows[-1]
@@ -33,9 +36,9 @@ def test_a_few_hundred_steps_raise_the_elbo(data_root, tmp_path):
     for r in rows:  # ELBO = E[log p(x|z)] - KL, both splits
         for split in ("train", "test"):
             assert float(r[f"{split}_elbo"]) == pytest.approx(float(r[f"{split}_log_px"]) - float(r[f"{split}_kl"]))
-    assert summary["status"] == "completed" and summary["samples"] == 30_000
-    assert summary["test_elbo"] == float(last["test_elbo"])
-    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    assert summary.status == "completed" and summary.samples == 30_000
+    assert summary.bounds["test_elbo"] == float(last["test_elbo"])
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary.as_json()
 
 
 def test_load_run_gives_back_config_and_trained_model(data_root, tmp_path):
@@ -66,7 +69,7 @@ def test_same_seed_same_curve_and_other_seed_other_curve(data_root, tmp_path):
 def test_binarized_data_trains(data_root, tmp_path, binarize):
     cfg = quick_config(data_root, max_samples=3000)
     cfg.data.binarize = binarize
-    assert train(cfg, tmp_path)["status"] == "completed"
+    assert train(cfg, tmp_path).status == "completed"
     rows = metrics_rows(tmp_path)
     assert float(rows[-1]["test_elbo"]) > float(rows[0]["test_elbo"])
 
@@ -86,10 +89,10 @@ def test_wake_sleep_raises_the_elbo_and_says_so_in_its_summary(data_root, tmp_pa
     cfg.algorithm.name = "wake_sleep"
     summary = train(cfg, tmp_path)
     rows = metrics_rows(tmp_path)
-    assert list(rows[0]) == METRIC_COLUMNS
+    assert list(rows[0]) == COLUMNS
     assert float(rows[-1]["train_elbo"]) > float(rows[0]["train_elbo"]) + 20
     assert float(rows[-1]["test_elbo"]) > float(rows[0]["test_elbo"]) + 20
-    assert summary["status"] == "completed" and summary["algorithm"] == "wake_sleep"
+    assert summary.status == "completed" and summary.algorithm == "wake_sleep"
     loaded_cfg, model = load_run(tmp_path)
     assert str(loaded_cfg.algorithm.name) == "wake_sleep"
 
@@ -101,19 +104,19 @@ def test_mcem_raises_the_marginal_likelihood_and_logs_no_elbo(data_root, tmp_pat
     cfg.eval = EvalConfig(marginal="hmc", marginal_points=50, marginal_burn_in=50, marginal_samples=20)
     summary = train(cfg, tmp_path)
     rows = metrics_rows(tmp_path)
-    assert list(rows[0]) == metric_columns(marginal=True)
+    assert list(rows[0]) == COLUMNS[:-1] + ["train_log_px_marginal", "test_log_px_marginal", "wall_s"]
     assert all(r[c] == "" for r in rows for c in ("train_elbo", "test_elbo", "train_kl"))
     for split in ("train", "test"):
         assert float(rows[-1][f"{split}_log_px_marginal"]) > float(rows[0][f"{split}_log_px_marginal"]) + 10
-    assert summary["status"] == "completed" and "train_elbo" not in summary
-    assert summary["train_log_px_marginal"] == float(rows[-1]["train_log_px_marginal"])
+    assert summary.status == "completed" and "train_elbo" not in summary.bounds
+    assert summary.bounds["train_log_px_marginal"] == float(rows[-1]["train_log_px_marginal"])
 
 
 def test_train_size_keeps_the_first_images_and_scales_the_prior(data_root, tmp_path):
     cfg = quick_config(data_root, max_samples=1000)
     cfg.data.train_size = 200
     summary = train(cfg, tmp_path)
-    assert summary["weight_decay"] == pytest.approx(1 / 200)
+    assert summary.weight_decay == pytest.approx(1 / 200)
     full = load_dataset("mnist", data_root, download=False)[0]
     assert torch.equal(select_train(cfg, full), full[:200])
 
@@ -203,7 +206,7 @@ def test_a_run_that_died_resumes_to_the_bit(data_root, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="killed"):
         train(cfg, tmp_path / "halves")
     monkeypatch.undo()
-    assert train(cfg, tmp_path / "halves")["status"] == "completed"
+    assert train(cfg, tmp_path / "halves").status == "completed"
     assert rows_without_wall_time(tmp_path / "halves") == rows_without_wall_time(tmp_path / "whole")
     assert all(torch.equal(a, b) for a, b in zip(weights(tmp_path / "halves").values(),
                                                  weights(tmp_path / "whole").values()))
@@ -214,8 +217,8 @@ def test_a_completed_run_run_again_says_so_and_trains_nothing(data_root, tmp_pat
     train(cfg, tmp_path)
     before = {name: (tmp_path / name).read_bytes() for name in ("metrics.csv", "model.pt", "checkpoint.pt")}
     summary = train(cfg, tmp_path)
-    assert summary["status"] == "completed" and summary["samples"] == 2000
-    assert "already complete at 2000 samples" in summary["message"] and "trained nothing" in summary["message"]
+    assert summary.status == "completed" and summary.samples == 2000
+    assert "already complete at 2000 samples" in summary.message and "trained nothing" in summary.message
     assert {name: (tmp_path / name).read_bytes() for name in before} == before
 
 
@@ -225,10 +228,10 @@ def test_a_step_size_that_wrecks_the_run_without_a_nan_is_flagged(data_root, tmp
     wrecked = quick_config(data_root, max_samples=2000, eval_start=500)
     wrecked.optimizer.lr = 0.1
     summary = train(wrecked, tmp_path / "wrecked")
-    assert summary["status"] == "completed"
-    assert "optimizer.lr=0.1" in summary["warning"] and "untrained model's (-543." in summary["warning"]
-    assert json.loads((tmp_path / "wrecked" / "summary.json").read_text())["warning"] == summary["warning"]
-    assert "warning" not in train(quick_config(data_root, max_samples=2000, eval_start=500), tmp_path / "fine")
+    assert summary.status == "completed"
+    assert "optimizer.lr=0.1" in summary.warning and "untrained model's (-543." in summary.warning
+    assert json.loads((tmp_path / "wrecked" / "summary.json").read_text())["warning"] == summary.warning
+    assert train(quick_config(data_root, max_samples=2000, eval_start=500), tmp_path / "fine").warning is None
 
 
 @pytest.mark.parametrize("algorithm", ["aevb", "iwae"])
@@ -253,15 +256,14 @@ def test_iwae_bounds_are_written_beside_the_elbo_and_tighten_with_k(data_root, t
     cfg.eval.iwae_k = [1, 5, 50]
     summary = train(cfg, tmp_path)
     rows = metrics_rows(tmp_path)
-    assert list(rows[0]) == metric_columns(False, [1, 5, 50])
-    assert list(rows[0])[7:13] == ["train_iwae1", "test_iwae1", "train_iwae5", "test_iwae5", "train_iwae50",
-                                   "test_iwae50"]
+    assert list(rows[0]) == COLUMNS[:-1] + ["train_iwae1", "test_iwae1", "train_iwae5", "test_iwae5", "train_iwae50",
+                                            "test_iwae50", "wall_s"]
     for row in rows:
         for split in ("train", "test"):
             elbo, bounds = float(row[f"{split}_elbo"]), [float(row[f"{split}_iwae{k}"]) for k in (1, 5, 50)]
             assert bounds[0] == pytest.approx(elbo, abs=1.0)  # one sample: the ELBO, its KL sampled
             assert elbo < bounds[1] < bounds[2]
-    assert summary["test_iwae50"] == float(rows[-1]["test_iwae50"])
+    assert summary.bounds["test_iwae50"] == float(rows[-1]["test_iwae50"])
 
 
 def test_iwae_with_one_sample_is_aevb_and_with_five_trains(data_root, tmp_path):
@@ -269,7 +271,7 @@ def test_iwae_with_one_sample_is_aevb_and_with_five_trains(data_root, tmp_path):
     for name, algorithm, k in (("aevb", "aevb", 5), ("iwae1", "iwae", 1), ("iwae5", "iwae", 5)):
         cfg = quick_config(data_root, max_samples=3000)
         cfg.algorithm.name, cfg.algorithm.k, cfg.eval.iwae_k = algorithm, k, [5]
-        assert train(cfg, tmp_path / name)["status"] == "completed"
+        assert train(cfg, tmp_path / name).status == "completed"
         runs[name] = rows_without_wall_time(tmp_path / name)
     assert runs["iwae1"] == runs["aevb"]  # the ELBO's own step, with its KL in closed form
     assert runs["iwae5"] != runs["aevb"]

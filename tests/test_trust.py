@@ -41,7 +41,7 @@ def finished_run(data_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("finished") / "job"
     cfg = Config(device="cpu", data=DataConfig(root=str(data_root)),
                  train=TrainConfig(max_samples=3000, eval_start=500, eval_points_per_decade=2, progress=False))
-    assert train(cfg, out)["status"] == "completed"
+    assert train(cfg, out).status == "completed"
     return out
 
 

@@ -40,7 +40,7 @@ from vae_repro.config import Config, ConfigError, flat
 from vae_repro.data import DataError
 from vae_repro.jobs import job_config, prepare, prepare_job
 from vae_repro.machine import check_compile, resolve_device
-from vae_repro.metrics import read_summary
+from vae_repro.records import read_summary
 from vae_repro.rundir import RunDirBusy, busy_message, holder
 from vae_repro.trackers import tracker_hint
 from vae_repro.train import error_line, train_stack
@@ -320,9 +320,9 @@ def run_stack(cfgs: list[Config], out_dirs: list[str], multirun: bool) -> list[s
         log.debug("the failure's traceback", exc_info=True)
         return ["failed"] * len(cfgs)
     for out_dir, summary in zip(out_dirs, summaries):  # recorded in summary.json; the other jobs go on
-        if summary["status"] == "diverged":
-            log.log(level, "%s: diverged: %s", out_dir, summary["message"])
-    return [summary["status"] for summary in summaries]
+        if summary.status == "diverged":
+            log.log(level, "%s: diverged: %s", out_dir, summary.message)
+    return [summary.status for summary in summaries]
 
 
 def main() -> None:

@@ -33,7 +33,8 @@ from vae_repro.data import DataError, Images, pixel_scale, prepare_data
 from vae_repro.jobs import PreparedJob, prepare
 from vae_repro.machine import ThreadCount, check_compile, keep_freed_memory, resolve_device
 from vae_repro.model import build_model, compile_passes
-from vae_repro.metrics import Evaluation, MetricsLog, eval_schedule, evaluate, record_failure, write_summary
+from vae_repro.metrics import Evaluation, eval_schedule
+from vae_repro.records import MetricsLog, Row, Summary, record_failure
 from vae_repro.noise import Noise
 from vae_repro.rundir import RunDirLock
 from vae_repro.trackers import Tracker, open_trackers
@@ -210,7 +211,7 @@ class Job:
         self.settings = [job.settings for job in jobs]
         self.progress, self.perms = Progress(pos=len(self.train_x)), None
         self.records = [Record() for _ in self.cfgs]
-        self.summaries: dict[Path, dict] = {}
+        self.summaries: dict[Path, Summary] = {}
         self.metrics: list[MetricsLog] = []
         self.trackers: list[Tracker] = []
         self.ckpt_paths = [out / "checkpoint.pt" for out in self.outs]
@@ -225,8 +226,7 @@ class Job:
             self.restore(ckpts)
             log.info("resuming from %s at %d samples", ", ".join(map(str, self.ckpt_paths)), self.progress.samples)
         elif self.has_encoder:
-            untrained = evaluate(self.model, self.test_x[:UNTRAINED_EVAL_POINTS], self.cfg.train.mc_samples,
-                                 self.eval_seeds(), self.binarize_dynamic)
+            untrained = self.evaluation.elbo(self.model, self.test_x[:UNTRAINED_EVAL_POINTS], self.eval_seeds())
             for record, (elbo, _, _) in zip(self.records, untrained):
                 record.untrained_elbo = elbo
         self.saved_samples = self.progress.samples if ckpts[0] is not None else None
@@ -311,45 +311,38 @@ class Job:
         """The ELBO of both whole splits (for models with an encoder), their IWAE-k bounds (for each k of
         `eval.iwae_k`) and the marginal log-likelihood of their first images (if `eval.marginal` is
         set), written as one row of each model's metrics.csv."""
-        rows = [{"samples": self.progress.samples} for _ in self.cfgs]
-        for split, x in (("train", self.train_x), ("test", self.test_x)):
-            for row, values in zip(rows, self.evaluation.of_split(self.model, split, x, self.eval_seeds())):
-                row.update(values)
+        rows = self.evaluation.rows(self.model, self.progress.samples, self.train_x, self.test_x, self.eval_seeds())
         wall_s = self.clock()
         for k, (row, record, metrics) in enumerate(zip(rows, self.records, self.metrics)):
-            row["wall_s"] = wall_s
+            row.wall_s = wall_s
             metrics.write(row)
             record.rows += 1
-            record.last = {key: v for key, v in row.items() if key.endswith(("_elbo", "_marginal")) or "_iwae" in key}
+            record.last = row.bounds()
             self.flag_if_wrecked(k, row)
         for tracker, row in zip(self.trackers, rows):
-            tracker.log(row)
+            tracker.log(row.measured())
 
-    def flag_if_wrecked(self, k: int, row: dict) -> None:
+    def flag_if_wrecked(self, k: int, row: Row) -> None:
         """Flag, once, a run whose ELBO has fallen far below its untrained model's: a step size too
         large can wreck a run without a NaN (the encoder's variances blown up by Adagrad's first
         full-size steps). The run goes on."""
         record = self.records[k]
         if record.untrained_elbo is None or record.warning is not None:
             return
-        worst = min(row["train_elbo"], row["test_elbo"])
+        worst = min(row.train.elbo, row.test.elbo)
         if worst < record.untrained_elbo - WRECKED_MARGIN * max(abs(record.untrained_elbo), 100.0):
-            record.warning = (f"the ELBO ({worst:.4g} at {row['samples']} samples) is far below the untrained "
+            record.warning = (f"the ELBO ({worst:.4g} at {row.samples} samples) is far below the untrained "
                               f"model's ({record.untrained_elbo:.1f}) with optimizer.lr={self.lrs[k]}: "
                               f"{self.remedy()}")
             log.warning("%s: %s", self.outs[k], record.warning)
 
-    def summary(self, k: int, status: str, message: str = "") -> dict:
+    def summary(self, k: int, status: str, message: str = "") -> Summary:
         progress, record, cfg = self.progress, self.records[k], self.cfgs[k]
-        s = {"status": status, "message": message, "samples": progress.samples, **record.last,
-             "wall_s": progress.wall_s, "samples_per_s": progress.samples / max(progress.wall_s, 1e-9),
-             "device": str(self.device), "threads": self.threads.counts[0], "threads_in_use": self.threads.current,
-             "stack": len(self.cfgs), "n_train": len(self.train_x), "weight_decay": self.weight_decay,
-             "image_shape": list(self.image_shape) if self.image_shape else None,
-             "algorithm": str(cfg.algorithm.name), "latent_dim": cfg.latent_dim, "lr": cfg.optimizer.lr}
-        if record.warning is not None:
-            s["warning"] = record.warning
-        write_summary(self.outs[k], s)
+        s = Summary(status, message, progress.samples, record.last, progress.wall_s, str(self.device),
+                    self.threads.counts[0], self.threads.current, len(self.cfgs), len(self.train_x),
+                    self.weight_decay, list(self.image_shape) if self.image_shape else None,
+                    str(cfg.algorithm.name), cfg.latent_dim, cfg.optimizer.lr, record.warning)
+        s.write(self.outs[k])
         self.summaries[self.outs[k]] = s
         return s
 
@@ -397,7 +390,7 @@ class Job:
                                         dtype=self.train_x.dtype, device=self.device)
         self.batch_x = torch.empty(self.batch_images.shape, device=self.device)
 
-    def run(self) -> list[dict]:
+    def run(self) -> list[Summary]:
         """Train to the end of the evaluation schedule, or until a stop signal; returns each model's summary."""
         if self.progress.steps >= self.events.last:
             return self.already_complete()
@@ -420,7 +413,7 @@ class Job:
             for metrics in self.metrics:
                 metrics.close()
             for tracker, out in zip(self.trackers, self.outs):  # those still open: interrupted, or failed
-                tracker.close(self.summaries.get(out, {}).get("status", "failed"))
+                tracker.close(self.summaries[out].status if out in self.summaries else "failed")
 
     def steps_to_next_event(self, stop: StopSignals, bar: tqdm) -> bool:
         """Train up to the next event; whether it got there or a signal stopped it, rather than taking
@@ -453,7 +446,7 @@ class Job:
         if passed(events.warmup_end, before, now):
             self.optimizer.lrs = self.lrs
 
-    def finish(self, signal_received: int | None) -> list[dict]:
+    def finish(self, signal_received: int | None) -> list[Summary]:
         """After the loop: each model still in the stack checkpointed, and its model.pt written unless a
         signal stopped it."""
         if self.cfgs:
@@ -472,7 +465,7 @@ class Job:
                     tracker.close("completed", out / "model.pt")
         return list(self.summaries.values())
 
-    def already_complete(self) -> list[dict]:
+    def already_complete(self) -> list[Summary]:
         message = (f"already complete at {self.progress.samples} samples; trained nothing (a larger "
                    "train.max_samples extends it)")
         log.debug("%s: %s", ", ".join(map(str, self.outs)), message)  # the command's report tells it
@@ -487,7 +480,7 @@ class Job:
                     disable=None if self.cfg.train.progress else True)  # None: on a terminal only
 
 
-def train_stack(cfgs: list[Config], out_dirs: list[str | Path], data: Images | None = None) -> list[dict]:
+def train_stack(cfgs: list[Config], out_dirs: list[str | Path], data: Images | None = None) -> list[Summary]:
     """Train the models of `cfgs` as one stack, model k writing into out_dirs[k]; resume from their
     checkpoints where there are some. The configs may differ only in seed, latent_dim and
     optimizer.lr.
@@ -523,12 +516,12 @@ def train_stack(cfgs: list[Config], out_dirs: list[str | Path], data: Images | N
             raise
 
 
-def train(cfg: Config, out_dir: str | Path, data: Images | None = None) -> dict:
+def train(cfg: Config, out_dir: str | Path, data: Images | None = None) -> Summary:
     """Train one model as `cfg` says, writing into `out_dir`; resume if a checkpoint is there. As
     `train_stack` for a stack of one, and raises Diverged when the model diverged."""
     summary = train_stack([cfg], [out_dir], data)[0]
-    if summary["status"] == "diverged":
-        raise Diverged(summary["message"])
+    if summary.status == "diverged":
+        raise Diverged(summary.message)
     return summary
 
 
