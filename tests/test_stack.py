@@ -19,6 +19,7 @@ from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
 from vae_repro.likelihoods import GaussianPixels
 from vae_repro.model import VAE
 from vae_repro.noise import Noise
+from vae_repro.own_tensors import own_state_dict, own_tensor
 from vae_repro.stacks import plan_stacks
 from vae_repro.train import Job, train, train_stack
 
@@ -40,7 +41,7 @@ def assert_grads_as_alone(stack, solos, names):
     for k, solo in enumerate(solos):
         for name in names:
             grad = stack.get_parameter(name).grad
-            assert torch.allclose(stack.own_tensor(name, grad, k), solo.get_parameter(name).grad[0], rtol=1e-12,
+            assert torch.allclose(own_tensor(stack, name, grad, k), solo.get_parameter(name).grad[0], rtol=1e-12,
                                   atol=1e-14), (k, name)
     padding = torch.ones(max(LATENT_DIMS), dtype=torch.bool)
     padding[:LATENT_DIMS[0]] = False  # model 0's padded units: no gradient reaches them
@@ -54,7 +55,7 @@ def assert_grads_as_alone(stack, solos, names):
 def test_a_stack_computes_each_models_passes_as_alone(likelihood):
     stack, solos = stack_and_solos(likelihood)
     for k, solo in enumerate(solos):  # the same initial weights as alone, from the same seed
-        assert all(torch.equal(stack.own_state_dict(k)[n], v) for n, v in solo.own_state_dict(0).items())
+        assert all(torch.equal(own_state_dict(stack, k)[n], v) for n, v in own_state_dict(solo, 0).items())
     gen = torch.Generator().manual_seed(5)
     x = torch.rand(3, 6, 12, generator=gen, dtype=torch.float64)
     eps = [torch.randn(1, 2, 6, units, generator=gen, dtype=torch.float64) for units in LATENT_DIMS]

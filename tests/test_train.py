@@ -4,13 +4,13 @@ import pytest
 import torch
 from helpers import metrics_rows, rows_without_wall_time
 
-from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
-from vae_repro.data import load_dataset, select_train, to_unit_interval
 from vae_repro.adagrad import Adagrad
 from vae_repro.checkpoint import load_run
-from vae_repro.model import build_model
+from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
+from vae_repro.data import load_dataset, select_train, to_unit_interval
 from vae_repro.metrics import active_units
-from vae_repro.model import VAE
+from vae_repro.model import VAE, build_model
+from vae_repro.own_tensors import own_state_dict
 from vae_repro.train import Diverged, Job, train
 
 
@@ -47,7 +47,7 @@ def test_load_run_gives_back_config_and_trained_model(data_root, tmp_path):
     loaded_cfg, model = load_run(tmp_path)
     assert loaded_cfg == cfg
     saved = torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"]
-    assert all(torch.equal(saved[k], v) for k, v in model.own_state_dict(0).items())
+    assert all(torch.equal(saved[k], v) for k, v in own_state_dict(model, 0).items())
     assert saved["dec_hidden.weight"].shape == (500, cfg.latent_dim)  # a single model's file
     test_x = load_dataset("mnist", data_root, download=False).test
     log_px, kl = model(to_unit_interval(test_x[:5])[None], torch.zeros(1, 1, 5, cfg.latent_dim))
@@ -135,7 +135,7 @@ def test_warmup_steps_only_fill_the_accumulator(data_root, tmp_path):
     cfg = quick_config(data_root, max_samples=500, eval_start=500)
     cfg.optimizer.warmup_steps = 5
     train(cfg, tmp_path / "warmup")
-    initial = build_model([cfg], 784).own_state_dict(0)
+    initial = own_state_dict(build_model([cfg], 784), 0)
     checkpoint = torch.load(tmp_path / "warmup" / "checkpoint.pt", weights_only=True)
     assert all(torch.equal(checkpoint["model"][k], initial[k]) for k in initial)  # five steps of size 0
     assert all((state["sum"] > 0).any() for state in checkpoint["optimizer"]["state"].values())

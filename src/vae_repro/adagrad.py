@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from vae_repro.own_tensors import load_own_tensor, own_tensor
+
 EPS = 1e-10  # torch.optim.Adagrad's default, added to the square root of the accumulator
 
 
@@ -37,11 +39,6 @@ class Adagrad:
         self.counts = [0] * len(self.params)
         self._step = torch.zeros((), dtype=torch.float32, device=self.params[0].device)
         self.lrs = list(lrs)
-
-    def keep(self, models: list[int]) -> None:
-        """Keep the accumulators of these models only (the others have left the stack)."""
-        self.sums = [s[models] for s in self.sums]
-        self.lrs = [self.lrs[k] for k in models]
 
     def _by_step_size(self) -> list[tuple[float, list[int] | None]]:
         """The models of each step size; None for all of them."""
@@ -78,11 +75,11 @@ class Adagrad:
         for group in groups:
             group.update(lr=self.lrs[k], lr_decay=0.0, eps=EPS, initial_accumulator_value=0.0, foreach=None,
                          maximize=False, differentiable=False, fused=True)
-        return {"state": {i: {"step": torch.tensor(float(count)), "sum": model.own_tensor(name, accumulator, k)}
+        return {"state": {i: {"step": torch.tensor(float(count)), "sum": own_tensor(model, name, accumulator, k)}
                           for i, (name, count, accumulator) in enumerate(zip(self.names, self.counts, self.sums))},
                 "param_groups": groups}
 
     def load_own_state_dict(self, model: nn.Module, k: int, state: dict) -> None:
         for i, (name, accumulator) in enumerate(zip(self.names, self.sums)):
             self.counts[i] = int(state["state"][i]["step"].item())
-            model.load_own_tensor(name, accumulator, k, state["state"][i]["sum"])
+            load_own_tensor(model, name, accumulator, k, state["state"][i]["sum"])

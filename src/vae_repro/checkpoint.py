@@ -1,5 +1,6 @@
-"""Saving and restoring a job: atomic files, random states, the settings check on resume,
-stop signals that leave time to checkpoint, and `load_run` for finished runs.
+"""Saving and restoring a job: atomic files, random states, the settings check on resume, a
+stack's models each in a single model's checkpoint, stop signals that leave time to
+checkpoint, and `load_run` for finished runs.
 
 Files are read with `torch.load(weights_only=True)`: tensors and plain data only, so a
 checkpoint or model file from elsewhere cannot run code when it is loaded.
@@ -12,7 +13,7 @@ import re
 import signal
 import threading
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ import torch
 from omegaconf import OmegaConf
 
 from vae_repro.config import Config, ConfigError
+from vae_repro.adagrad import Adagrad
 from vae_repro.model import VAE, build_model
+from vae_repro.own_tensors import load_own_state_dict, own_state_dict
 
 # Keys that may change between a run and its resumption; any other change is refused.
 RESUMABLE_CHANGES = {"train.max_samples", "train.checkpoint_every", "train.progress", "train.compile",
@@ -184,9 +187,77 @@ class StopSignals:
             signal.raise_signal(self.received)
 
 
+@dataclass
+class Progress:
+    """Where the stack's training stands, the same for all its models."""
+    samples: int = 0
+    steps: int = 0
+    wall_s: float = 0.0
+    pos: int = 0  # the next position in this epoch's order of the training images
+
+
+@dataclass
+class Record:
+    """What a model of the stack has recorded of its own."""
+    rows: int = 0  # rows of its metrics.csv
+    last: dict = field(default_factory=dict)  # its latest evaluation's ELBOs and log-likelihoods
+    untrained_elbo: float | None = None  # the mark that an evaluation far below it is a wrecked run
+    warning: str | None = None
+
+
+def checkpoint_state(progress: Progress, record: Record, perm: torch.Tensor | None) -> dict:
+    """A model's "state" in its checkpoint: a single model's, in plain types and one tensor."""
+    state = {f.name: getattr(progress, f.name) for f in fields(Progress)} | {"perm": perm}
+    return state | {f.name: getattr(record, f.name) for f in fields(Record) if getattr(record, f.name) is not None}
+
+
+def from_checkpoint_state(state: dict) -> tuple[Progress, Record, torch.Tensor | None]:
+    return (Progress(**{f.name: state[f.name] for f in fields(Progress)}),
+            Record(**{f.name: state[f.name] for f in fields(Record) if f.name in state}), state["perm"])
+
+
+def save_stack(paths: list[Path], settings: list[dict], model: VAE, optimizer: Adagrad, algorithm_state: dict,
+               gens: list[torch.Generator], states: list[dict]) -> None:
+    """Each model of the stack into its own checkpoint, as a single model's: its own part of the
+    weights, the optimizer and the algorithm's state, its random states, and `states[k]`, where
+    its training stands."""
+    for k, path in enumerate(paths):
+        own_state = {key: (value[k][..., :model.latent_dims[k]] if value[k].dim() else value[k]).clone()
+                     for key, value in algorithm_state.items()}  # chains: its own units of z
+        save_atomic({"config": settings[k], "model": own_state_dict(model, k),
+                     "optimizer": optimizer.own_state_dict(model, k), "algorithm_state": own_state,
+                     "rng": rng_states(gens[k]), "state": states[k]}, path)
+
+
+def restore_stack(paths: list[Path], ckpts: list[dict], model: VAE, optimizer: Adagrad, algorithm_state: dict,
+                  gens: list[torch.Generator]) -> list[tuple[Progress, Record, torch.Tensor | None]]:
+    """Each model of the stack from its checkpoint (`save_stack`'s); where each one's training stood,
+    what it had recorded, and its order of the training images."""
+    device = gens[0].device.type
+    for path, ckpt in zip(paths, ckpts):
+        if (saved_device := ckpt["rng"].get("device", "cpu")) != device:  # device=auto, another machine
+            raise CheckpointError(f"{path}: written by a job on {saved_device}, and this job runs on {device}: the "
+                                  f"random streams of the two differ, so it can resume only on {saved_device}; or "
+                                  "choose another output dir")
+    stands = []
+    for k, (path, ckpt) in enumerate(zip(paths, ckpts)):
+        try:  # right keys, wrong contents: shapes, types
+            load_own_state_dict(model, k, ckpt["model"])
+            optimizer.load_own_state_dict(model, k, ckpt["optimizer"])
+            for key, value in ckpt.get("algorithm_state", {}).items():
+                own = algorithm_state[key][k]
+                (own[..., :value.shape[-1]] if value.dim() else own).copy_(value)
+            set_rng_states(gens[k], ckpt["rng"])
+            stands.append(from_checkpoint_state(ckpt["state"]))
+        except Exception as e:
+            raise CheckpointError(f"{path}: damaged ({str(e).splitlines()[0]}); delete it to start this run over, "
+                                  "or choose another output dir") from None
+    return stands
+
+
 def save_model(settings: dict, model: VAE, k: int, input_dim: int, path: Path) -> None:
     """Model k of the stack, as a single model's file."""
-    save_atomic({"config": settings, "input_dim": input_dim, "state_dict": model.own_state_dict(k)}, path)
+    save_atomic({"config": settings, "input_dim": input_dim, "state_dict": own_state_dict(model, k)}, path)
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Config, VAE]:
@@ -197,7 +268,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[Config, VAE]:
     try:
         cfg = config_from_dict(saved["config"])
         model = build_model([cfg], saved["input_dim"])
-        model.load_own_state_dict(0, saved["state_dict"])
+        load_own_state_dict(model, 0, saved["state_dict"])
     except Exception as e:
         raise CheckpointError(f"{path}: damaged or not a file this project wrote ({str(e).splitlines()[0]})") from None
     return cfg, model.to(device).eval()

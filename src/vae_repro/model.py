@@ -18,6 +18,7 @@ from torch import nn
 from vae_repro.config import Config
 from vae_repro.likelihoods import LIKELIHOODS, LOG_2PI, BernoulliPixels, Likelihood
 from vae_repro.noise import Noise
+from vae_repro.own_tensors import load_own_tensor, own_shape
 
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus, "relu": torch.relu}
 # The same, overwriting their input: for the hand-written passes, which keep no pre-activation.
@@ -85,10 +86,10 @@ class VAE(nn.Module):
             # Model k's weights drawn as a model alone has always drawn them: nn.Linear's own initialisation
             # first (which takes its share of the random stream), then N(0, init_std^2), so that a seed
             # gives the same model as before stacks.
-            own = [nn.Linear(*reversed(self.own_shape(name, k))) for name in names]
+            own = [nn.Linear(*reversed(own_shape(self, name, k))) for name in names]
             for name, layer in zip(names, own):
                 nn.init.normal_(layer.weight, 0.0, init_std)
-                self.load_own_tensor(name, self.get_parameter(name), k, layer.weight.detach())
+                load_own_tensor(self, name, self.get_parameter(name), k, layer.weight.detach())
 
     def _set_padding(self) -> None:
         """The stack's masks of each model's own latent units, None where no model is padded."""
@@ -105,56 +106,13 @@ class VAE(nn.Module):
         self.own_outputs = fn(self.own_outputs) if self.own_outputs is not None else None
         return self
 
-    def keep(self, models: list[int]) -> None:
-        """Keep these models of the stack only (the others have left it)."""
-        for p in self.parameters():
-            p.data, p.grad = p.data[models], None
-        self.latent_dims = [self.latent_dims[k] for k in models]
-        dtype = self.own_units.dtype
+    def set_latent_dims(self, latent_dims: list[int]) -> None:
+        """Its models' N_z, once the parameters are cut to the models that stay in the stack: the
+        padding masks follow."""
+        self.latent_dims, dtype = list(latent_dims), self.own_units.dtype
         self._set_padding()
         self.own_units = self.own_units.to(dtype)
         self.own_outputs = self.own_outputs.to(dtype) if self.own_outputs is not None else None
-
-    # Each model's own tensors, of the shapes it would have alone: for files in a single model's format.
-
-    def _own_parts(self, name: str, k: int) -> list[tuple]:
-        """(index into model k's slice of the stacked tensor `name`, index into its own tensor) pairs."""
-        units, padded = self.latent_dims[k], self.latent_dim
-        if name.startswith("enc_out."):  # the means' rows, then the log variances'
-            return [(slice(0, units), slice(0, units)), (slice(padded, padded + units), slice(units, 2 * units))]
-        if name == "dec_hidden.weight":
-            return [((slice(None), slice(0, units)), ...)]
-        return [(..., ...)]
-
-    def own_shape(self, name: str, k: int) -> tuple[int, ...]:
-        shape, units = list(self.get_parameter(name).shape[1:]), self.latent_dims[k]
-        if name.startswith("enc_out."):
-            shape[0] = 2 * units
-        elif name == "dec_hidden.weight":
-            shape[1] = units
-        return tuple(shape)
-
-    def own_tensor(self, name: str, stacked: torch.Tensor, k: int) -> torch.Tensor:
-        """Model k's part of `stacked`: the parameter `name` or a tensor of its shape (Adagrad's sums)."""
-        return torch.cat([stacked[k][part] for part, _ in self._own_parts(name, k)]).detach().clone()
-
-    def load_own_tensor(self, name: str, stacked: torch.Tensor, k: int, value: torch.Tensor) -> None:
-        if tuple(value.shape) != self.own_shape(name, k):
-            raise ValueError(f"{name}: shape {tuple(value.shape)}, expected {self.own_shape(name, k)}")
-        with torch.no_grad():
-            for part, own in self._own_parts(name, k):
-                stacked[k][part] = value[own]
-
-    def own_state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        """Model k's parameters as a single model's state_dict."""
-        return {name: self.own_tensor(name, p, k) for name, p in self.named_parameters()}
-
-    def load_own_state_dict(self, k: int, state: dict[str, torch.Tensor]) -> None:
-        names = [name for name, _ in self.named_parameters()]
-        if set(state) != set(names):
-            raise ValueError(f"expected the keys {', '.join(names)}")
-        for name in names:
-            self.load_own_tensor(name, self.get_parameter(name), k, state[name])
 
     def weights(self) -> list[nn.Parameter]:
         """The weight matrices: the parameters under the N(0, I) prior (biases are not)."""

@@ -15,11 +15,6 @@ class Noise:
                width: int | None = None) -> "Noise":
         return cls([torch.Generator(device=device).manual_seed(s) for s in seeds], latent_dims, width)
 
-    def keep(self, models: list[int]) -> None:
-        """Keep the generators of these models only (the others have left the stack)."""
-        self.gens = [self.gens[k] for k in models]
-        self.latent_dims = [self.latent_dims[k] for k in models]
-
     def _device(self) -> torch.device:
         return self.gens[0].device
 

@@ -17,7 +17,7 @@ import random
 import signal
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from vae_repro.adagrad import Adagrad
 from vae_repro.algorithms import ALGORITHMS, replayed_in_cuda_graph
-from vae_repro.checkpoint import (CheckpointError, SaveError, StopSignals, rng_states,
-                                  save_atomic, save_model, set_rng_states)
+from vae_repro.checkpoint import (CheckpointError, Progress, Record, SaveError, StopSignals, checkpoint_state,
+                                  restore_stack, save_model, save_stack)
 from vae_repro.config import Config, ConfigError, check_config, stack_key
 from vae_repro.data import DataError, Images, pixel_scale, prepare_data
 from vae_repro.jobs import PreparedJob, prepare
@@ -140,35 +140,6 @@ class Events:
         return step < self.warmup_end.points[0]
 
 
-@dataclass
-class Progress:
-    """Where the stack's training stands, the same for all its models."""
-    samples: int = 0
-    steps: int = 0
-    wall_s: float = 0.0
-    pos: int = 0  # the next position in this epoch's order of the training images
-
-
-@dataclass
-class Record:
-    """What a model of the stack has recorded of its own."""
-    rows: int = 0  # rows of its metrics.csv
-    last: dict = field(default_factory=dict)  # its latest evaluation's ELBOs and log-likelihoods
-    untrained_elbo: float | None = None  # the mark that an evaluation far below it is a wrecked run
-    warning: str | None = None
-
-
-def checkpoint_state(progress: Progress, record: Record, perm: torch.Tensor | None) -> dict:
-    """A model's "state" in its checkpoint: a single model's, in plain types and one tensor."""
-    state = {f.name: getattr(progress, f.name) for f in fields(Progress)} | {"perm": perm}
-    return state | {f.name: getattr(record, f.name) for f in fields(Record) if getattr(record, f.name) is not None}
-
-
-def from_checkpoint_state(state: dict) -> tuple[Progress, Record, torch.Tensor | None]:
-    return (Progress(**{f.name: state[f.name] for f in fields(Progress)}),
-            Record(**{f.name: state[f.name] for f in fields(Record) if f.name in state}), state["perm"])
-
-
 class Job:
     """A stack of models trained as one: what it trains and with what, where it stands, and how it
     saves each model. `cfgs` differ at most in seed, latent_dim and optimizer.lr; every model
@@ -239,43 +210,24 @@ class Job:
         if len(points) > 1:
             raise CheckpointError(f"{', '.join(map(str, self.outs))}: their checkpoints stand at different points "
                                   f"({', '.join(sorted(points))} samples): resume them in separate stacks")
-        perms = []
-        for k, (path, ckpt) in enumerate(zip(self.ckpt_paths, ckpts)):
-            if (saved_device := ckpt["rng"].get("device", "cpu")) != self.device.type:  # device=auto, other machine
-                raise CheckpointError(f"{path}: written by a job on {saved_device}, and this job runs on "
-                                      f"{self.device.type}: the random streams of the two differ, so it can resume "
-                                      f"only on {saved_device}; or choose another output dir")
-            try:  # right keys, wrong contents: shapes, types
-                self.model.load_own_state_dict(k, ckpt["model"])
-                # a warm-up schedule in older checkpoints follows from steps
-                self.optimizer.load_own_state_dict(self.model, k, ckpt["optimizer"])
-                for key, value in ckpt.get("algorithm_state", {}).items():
-                    own = self.algorithm_state[key][k]
-                    (own[..., :value.shape[-1]] if value.dim() else own).copy_(value)  # chains: own units of z
-                set_rng_states(self.noise.gens[k], ckpt["rng"])
-                self.progress, self.records[k], perm = from_checkpoint_state(ckpt["state"])
-            except Exception as e:
-                raise CheckpointError(f"{path}: damaged ({str(e).splitlines()[0]}); delete it to start this run over, "
-                                      "or choose another output dir") from None
-            perms.append(perm)
+        stands = restore_stack(self.ckpt_paths, ckpts, self.model, self.optimizer, self.algorithm_state,
+                               self.noise.gens)
+        progresses, self.records, perms = (list(column) for column in zip(*stands))
+        self.progress = progresses[0]  # the same for all, as checked above
         if perms[0] is not None:
             self.perms = torch.stack(perms).to(self.device)
 
     def save_checkpoints(self) -> None:
-        for k, path in enumerate(self.ckpt_paths):
-            own_state = {key: (value[k][..., :self.model.latent_dims[k]] if value[k].dim() else value[k]).clone()
-                         for key, value in self.algorithm_state.items()}
-            perm = self.perms[k] if self.perms is not None else None
-            try:
-                save_atomic({"config": self.settings[k], "model": self.model.own_state_dict(k),
-                             "optimizer": self.optimizer.own_state_dict(self.model, k), "algorithm_state": own_state,
-                             "rng": rng_states(self.noise.gens[k]),
-                             "state": checkpoint_state(self.progress, self.records[k], perm)}, path)
-            except SaveError as e:
-                kept = ("no checkpoint was written before" if self.saved_samples is None else
-                        f"the previous checkpoint, at {self.saved_samples} samples, is kept: run the same command to "
-                        "resume from it once there is room")
-                raise SaveError(f"{e}; {kept}") from e
+        perms = self.perms if self.perms is not None else [None] * len(self.cfgs)
+        states = [checkpoint_state(self.progress, record, perm) for record, perm in zip(self.records, perms)]
+        try:
+            save_stack(self.ckpt_paths, self.settings, self.model, self.optimizer, self.algorithm_state,
+                       self.noise.gens, states)
+        except SaveError as e:
+            kept = ("no checkpoint was written before" if self.saved_samples is None else
+                    f"the previous checkpoint, at {self.saved_samples} samples, is kept: run the same command to "
+                    "resume from it once there is room")
+            raise SaveError(f"{e}; {kept}") from e
         self.saved_samples = self.progress.samples
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -373,16 +325,20 @@ class Job:
         self.keep([k for k, ok in enumerate(finite) if ok])
 
     def keep(self, models: list[int]) -> None:
-        """Go on with these models of the stack only."""
-        self.model.keep(models)
-        self.optimizer.keep(models)
-        self.noise.keep(models)
-        for key, value in self.algorithm_state.items():
-            self.algorithm_state[key] = value[models]
-        if self.perms is not None:
-            self.perms = self.perms[models]
+        """Go on with these models of the stack only: every per-model tensor (first dimension) and list
+        cut to them."""
+        def take(value):
+            return value[models] if isinstance(value, torch.Tensor) else [value[k] for k in models]
+
+        for p in self.model.parameters():
+            p.data, p.grad = take(p.data), None
+        self.model.set_latent_dims(take(self.model.latent_dims))
+        self.optimizer.sums, self.optimizer.lrs = [take(s) for s in self.optimizer.sums], take(self.optimizer.lrs)
+        self.noise.gens, self.noise.latent_dims = take(self.noise.gens), take(self.noise.latent_dims)
+        self.algorithm_state = {key: take(value) for key, value in self.algorithm_state.items()}
+        self.perms = take(self.perms) if self.perms is not None else None
         for attr in ("cfgs", "outs", "lrs", "settings", "records", "metrics", "trackers", "ckpt_paths"):
-            setattr(self, attr, [getattr(self, attr)[k] for k in models])
+            setattr(self, attr, take(getattr(self, attr)))
         self.make_batch_buffers()
 
     def make_batch_buffers(self) -> None:
