@@ -64,10 +64,17 @@ def y_label(columns: tuple[str, ...]) -> str:
     return f"{columns[0].split('_')[0]} {label}" if len(columns) == 1 and quantity != columns[0] else label
 
 
+def legend_names(rows: pd.DataFrame) -> dict[str, str]:
+    """The algorithms of `rows` as the legend names them, the paper's first: an algorithm of your own
+    by its name."""
+    present = set(rows["algorithm"])
+    return {a: n for a, n in NAMES.items() if a in present} | {a: a for a in sorted(present - set(NAMES))}
+
+
 def read_runs(dirs: list[Path], columns: tuple[str, ...] = COLUMNS) -> pd.DataFrame:
-    """The rows of the runs of Figure 2's algorithms below `dirs` (Monte Carlo EM has no ELBO)."""
+    """The rows of the runs below `dirs` that measured `columns` (Monte Carlo EM has no ELBO)."""
     rows = plotting.read_runs(dirs, ["samples", *columns])
-    rows = rows[rows["algorithm"].isin(list(NAMES))]
+    rows = rows.dropna(subset=list(columns), how="all")
     if rows.empty:
         raise PlotError(f"no AEVB or wake-sleep runs below {', '.join(map(str, dirs))}")
     return plotting.with_settings(rows, SHOWN, within="dataset")  # each dataset has rows of its own
@@ -105,7 +112,7 @@ def plot(rows: pd.DataFrame, columns: tuple[str, ...] = COLUMNS, ylim: tuple[flo
         row_ylim = ylim or fitted_ylim(key, data, columns)
         for ax, latent_dim in zip(row_axes, dims):
             panel = data[data["latent_dim"] == latent_dim]
-            plotting.draw_curves(ax, panel, columns, NAMES)
+            plotting.draw_curves(ax, panel, columns, legend_names(panel))
             title = f"{key.dataset}, $N_z$ = {latent_dim}"
             ax.set_title(title + (f"\n{key.setting}" if key.setting else ""), fontsize="medium")
             finish_panel(ax, panel, columns, row_ylim)
@@ -135,15 +142,15 @@ def plot_overlay(rows: pd.DataFrame, columns: tuple[str, ...] = COLUMNS, ylim: t
     for ax, (key, data) in zip(axes[0], groups):
         dims = sorted(data["latent_dim"].unique())
         for colour, latent_dim in zip(plt.get_cmap("viridis")(np.linspace(0, 0.9, len(dims))), dims):
-            for algorithm in NAMES:
+            for algorithm in legend_names(data):
                 runs = data[(data["latent_dim"] == latent_dim) & (data["algorithm"] == algorithm)]
                 for column in shown if len(runs) else ():
                     mean = runs.groupby("samples")[column].mean()
-                    ax.plot(mean.index, mean.to_numpy(), LINE_STYLES[algorithm], color=colour,
+                    ax.plot(mean.index, mean.to_numpy(), LINE_STYLES.get(algorithm, "-."), color=colour,
                             marker="o" if len(mean) == 1 else None)  # a lone point shows
             ax.plot([], [], color=colour, label=f"$N_z$ = {latent_dim}")  # legend entries, drawing nothing
-        for algorithm in [a for a in NAMES if a in set(data["algorithm"])]:
-            ax.plot([], [], LINE_STYLES[algorithm], color="0.2", label=NAMES[algorithm])
+        for algorithm, name in legend_names(data).items():
+            ax.plot([], [], LINE_STYLES.get(algorithm, "-."), color="0.2", label=name)
         if (seeds := data.groupby(["latent_dim", "algorithm"])["run"].nunique().max()) > 1:
             ax.text(0.02, 0.97, f"mean of up to {seeds} runs per curve", transform=ax.transAxes, fontsize="x-small",
                     va="top", color="0.35")

@@ -5,10 +5,12 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from vae_repro.config import Config, ConfigError, check_config
+from vae_repro.algorithms import ALGORITHMS
+from vae_repro.config import AlgorithmName, Config, ConfigError, Likelihood, check_config
 from vae_repro.jobs import job_config
-from vae_repro.run import CONF_DIR, _sweep_jobs, available_cores, jobs_at_once
+from vae_repro.likelihoods import LIKELIHOODS
 from vae_repro.metrics import eval_schedule
+from vae_repro.run import CONF_DIR, _sweep_jobs, available_cores, jobs_at_once
 
 
 def compose_config(overrides=(), hydra_cfg=False):
@@ -125,3 +127,10 @@ def test_eval_schedule_is_log_spaced_in_whole_batches():
     # a run shorter than the first point is still evaluated once, at its end
     assert eval_schedule(10_000, 5, 250, 100) == [300]
     assert math.isclose(len(eval_schedule(10_000, 5, 1_000_000, 100)), 11)
+
+
+def test_each_algorithm_and_likelihood_is_named_in_each_of_its_homes():
+    """docs/extending.md's list of the files that a new algorithm or likelihood touches, kept true."""
+    presets = {path.stem for path in (CONF_DIR / "algorithm").glob("*.yaml")}
+    assert set(ALGORITHMS) == {name.value for name in AlgorithmName} == presets
+    assert set(LIKELIHOODS) == {name.value for name in Likelihood}

@@ -162,6 +162,19 @@ def test_iwae_is_drawn_beside_aevb_in_a_colour_of_its_own(tmp_path):
     assert plot_fig2.y_label(("test_iwae5",)) == "test IWAE-5 bound per datapoint (nats)"
 
 
+def test_an_algorithm_of_your_own_is_drawn_under_its_name_and_mcem_without_an_elbo_is_left_out(tmp_path):
+    make_job(tmp_path / "aevb")
+    mine = make_job(tmp_path / "mine", metrics(elbo=ELBO + 5.0))
+    config = mine / ".hydra" / "config.yaml"
+    config.write_text(config.read_text().replace("name: aevb", "name: my_objective"))  # a name the schema lacks
+    no_elbo = {column: [np.nan] * len(SAMPLES) for column in metrics()} | {"samples": SAMPLES}  # its columns empty
+    make_job(tmp_path / "mcem", no_elbo, {"algorithm.name": "mcem"})
+    fig = draw([tmp_path])
+    assert legend_texts(fig) == ["AEVB (train)", "AEVB (test)", "my_objective (train)", "my_objective (test)"]
+    colours = {line.get_label(): line.get_color() for line in fig.axes[0].get_lines()}
+    assert colours["my_objective (train)"] not in (colours["AEVB (train)"], "tab:purple", "tab:green")
+
+
 def test_no_band_entry_without_seeds(tmp_path):
     make_job(tmp_path / "aevb")
     make_job(tmp_path / "ws", config={"algorithm.name": "wake_sleep"})

@@ -98,8 +98,8 @@ class Algorithm:
     has_encoder: bool = True  # it trains q(z|x), which the ELBO, the IWAE bounds and importance sampling need
 
 
-# algorithm.name's choices; a new algorithm is its step above and its line here (and its name in
-# config.AlgorithmName, and conf/algorithm/NAME.yaml).
+# algorithm.name's choices; a new algorithm is its step above and its line here, its name in
+# config.AlgorithmName and conf/algorithm/NAME.yaml (docs/extending.md).
 ALGORITHMS = {
     "aevb": Algorithm(aevb_step, ("negative_elbo_backward",)),
     "iwae": Algorithm(iwae_step, ("negative_elbo_backward", "iwae_backward")),  # k = 1 takes AEVB's

@@ -20,6 +20,12 @@ from vae_repro.config import NOT_A_SETTING, flat
 from vae_repro.data import dataset_title
 
 COLOURS = {"aevb": "tab:red", "wake_sleep": "tab:green", "mcem": "tab:blue", "iwae": "tab:purple"}
+OTHER_COLOURS = ["tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+
+
+def colour(algorithm: str) -> str:
+    """An algorithm's colour: the paper's, or for one of your own, the same whatever else is drawn."""
+    return COLOURS.get(algorithm) or OTHER_COLOURS[sum(map(ord, algorithm)) % len(OTHER_COLOURS)]
 CONFIG = "config."  # prefix of the columns that hold each run's config values
 
 
@@ -172,11 +178,11 @@ def draw_curves(ax: plt.Axes, panel: pd.DataFrame, columns: tuple[str, ...], nam
             split = column.split("_")[0] if column.startswith(("train_", "test_")) else None
             stats = runs.groupby("samples")[column].agg(["mean", "min", "max"])
             x = stats.index / x_unit
-            ax.plot(x, stats["mean"], "--" if split == "test" else "-", color=COLOURS[algorithm],
+            ax.plot(x, stats["mean"], "--" if split == "test" else "-", color=colour(algorithm),
                     marker="o" if len(stats) == 1 else None,  # a lone evaluation shows as a point
                     label=f"{name} ({split})" if split else name)
             if n_runs > 1:
-                ax.fill_between(x, stats["min"], stats["max"], color=COLOURS[algorithm], alpha=0.2, linewidth=0,
+                ax.fill_between(x, stats["min"], stats["max"], color=colour(algorithm), alpha=0.2, linewidth=0,
                                 label=band_label(n_runs, runs[CONFIG + "seed"].nunique()))
 
 
