@@ -50,8 +50,9 @@ from vae_repro.config import (AlgorithmConfig, Config, ConfigError, DataConfig, 
 from vae_repro.data import DATASETS, DataError, Images, load_dataset, load_frey_face, write_idx
 from vae_repro.jobs import prepare
 from vae_repro.machine import resolve_device
-from vae_repro.metrics import eval_schedule, evaluate, evaluate_marginal
+from vae_repro.metrics import evaluate, evaluate_marginal
 from vae_repro.noise import Noise
+from vae_repro.schedule import eval_schedule
 from vae_repro.train import Job
 
 MNIST_LATENT, MNIST_HIDDEN = 20, 500

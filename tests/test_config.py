@@ -9,8 +9,8 @@ from vae_repro.algorithms import ALGORITHMS
 from vae_repro.config import AlgorithmName, Config, ConfigError, Likelihood, check_config
 from vae_repro.jobs import job_config
 from vae_repro.likelihoods import LIKELIHOODS
-from vae_repro.metrics import eval_schedule
 from vae_repro.run import CONF_DIR, _sweep_jobs, available_cores, jobs_at_once
+from vae_repro.schedule import eval_schedule
 
 
 def compose_config(overrides=(), hydra_cfg=False):

@@ -1,7 +1,5 @@
 """What a job measures: the ELBO and importance-weighted bounds on whole datasets, the marginal
 likelihood of their first images, and when they are measured."""
-import math
-
 import torch
 
 from vae_repro.config import Config
@@ -12,17 +10,6 @@ from vae_repro.noise import Noise
 from vae_repro.records import Measures, Row
 
 EVAL_CHUNK = 1_000  # rows per forward pass in evaluation: large matmuls, temporaries of a few MB
-
-
-def eval_schedule(start: int, per_decade: int, max_samples: int, batch_size: int) -> list[int]:
-    """Sample counts at which to evaluate: log-spaced from `start`, rounded up to whole batches,
-    always ending at the last step."""
-    last = math.ceil(max_samples / batch_size) * batch_size
-    points, i = {last}, 0
-    while (s := start * 10 ** (i / per_decade)) < last:
-        points.add(math.ceil(round(s) / batch_size) * batch_size)
-        i += 1
-    return sorted(points)
 
 
 def for_each_model(images: torch.Tensor, noise: Noise, binarize_dynamic: bool) -> torch.Tensor:

@@ -12,12 +12,10 @@ a job of its own, and everything it writes lands in its own dir, as a single run
   tensorboard/, mlflow_run_id   with logger=tensorboard or mlflow: the job's tracker run (trackers.py)
 """
 import logging
-import math
 import random
 import signal
 import time
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -25,55 +23,27 @@ import torch
 from tqdm import tqdm
 
 from vae_repro.adagrad import Adagrad
-from vae_repro.algorithms import ALGORITHMS, replayed_in_cuda_graph
+from vae_repro.algorithms import ALGORITHMS, Algorithm, replayed_in_cuda_graph
 from vae_repro.checkpoint import (CheckpointError, Progress, Record, SaveError, StopSignals, checkpoint_state,
                                   restore_stack, save_model, save_stack)
 from vae_repro.config import Config, ConfigError, check_config, stack_key
+from vae_repro.console import logs_above_the_bar
 from vae_repro.data import DataError, Images, pixel_scale, prepare_data
 from vae_repro.jobs import PreparedJob, prepare
 from vae_repro.machine import ThreadCount, check_compile, keep_freed_memory, resolve_device
 from vae_repro.model import build_model, compile_passes
-from vae_repro.metrics import Evaluation, eval_schedule
+from vae_repro.metrics import Evaluation
 from vae_repro.records import MetricsLog, Row, Summary, record_failure
 from vae_repro.noise import Noise
 from vae_repro.rundir import RunDirLock
+from vae_repro.schedule import Events, passed
 from vae_repro.trackers import Tracker, open_trackers
 
 log = logging.getLogger(__name__)
 
-# Steps between checks that the weights are finite: a NaN or infinity stays in the weights once
-# there, and a check is a host sync on a GPU.
-CHECK_EVERY = 100
 # A run is flagged as wrecked when its ELBO falls below the untrained model's by more than this many
 # times the latter's size; the untrained model is scored on this many test images.
 WRECKED_MARGIN, UNTRAINED_EVAL_POINTS = 10, 1000
-
-
-class BarSafeStream:
-    """A console stream whose lines tqdm writes above its bar, instead of through it."""
-
-    def __init__(self, stream):
-        self.stream = stream
-
-    def write(self, text: str) -> None:
-        if text.strip():
-            tqdm.write(text.rstrip("\n"), file=self.stream)
-
-    def flush(self) -> None:
-        self.stream.flush()
-
-
-@contextmanager
-def logs_above_the_bar():
-    """Log lines on the console above the progress bar. tqdm's logging_redirect_tqdm does this too,
-    but its handler drops the console handler's level, so DEBUG records reached the console."""
-    consoles = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler]
-    streams = [h.setStream(BarSafeStream(h.stream)) for h in consoles]
-    try:
-        yield
-    finally:
-        for handler, stream in zip(consoles, streams):
-            handler.setStream(stream)
 
 
 class Diverged(RuntimeError):
@@ -85,59 +55,6 @@ def weight_decay(cfg: Config, n_train: int) -> float:
     if cfg.optimizer.weight_decay is not None:
         return cfg.optimizer.weight_decay
     return 1.0 / (cfg.optimizer.prior_std ** 2 * n_train)
-
-
-class Every:
-    """Events at every multiple of `every` (of samples or steps)."""
-
-    def __init__(self, every: int):
-        self.every = every
-
-    def next_after(self, now: int) -> int:
-        return (now // self.every + 1) * self.every
-
-
-class At:
-    """Events at the given counts (of samples or steps)."""
-
-    def __init__(self, points: list[int]):
-        self.points = sorted(points)
-
-    def next_after(self, now: int) -> int | float:
-        return next((p for p in self.points if p > now), math.inf)
-
-
-def until(events: Every | At, now: int) -> int | float:
-    """How far the next event is."""
-    return events.next_after(now) - now
-
-
-def passed(events: Every | At, before: int, now: int) -> bool:
-    """Whether an event lies after `before` and at or before `now`."""
-    return events.next_after(before) <= now
-
-
-@dataclass
-class Events:
-    """When things happen, in steps, converted from the config's samples once."""
-    evaluations: At
-    checkpoints: Every  # after the first step at or past each multiple of train.checkpoint_every samples
-    checks: Every  # that the weights are finite
-    warmup_end: At
-    last: int
-
-    @classmethod
-    def of(cls, cfg: Config, schedule: list[int]) -> "Events":
-        batch = cfg.train.batch_size  # the schedule's points are whole batches
-        return cls(At([s // batch for s in schedule]), Every(math.ceil(cfg.train.checkpoint_every / batch)),
-                   Every(CHECK_EVERY), At([cfg.optimizer.warmup_steps]), schedule[-1] // batch)
-
-    def steps_to_next(self, now: int) -> int:
-        return min(until(events, now) for events in (self.evaluations, self.checkpoints, self.checks,
-                                                      self.warmup_end))
-
-    def in_warmup(self, step: int) -> bool:
-        return step < self.warmup_end.points[0]
 
 
 class Job:
@@ -156,10 +73,29 @@ class Job:
         check_compile(cfg, self.device)
         self.train_x, self.test_x, self.image_shape = prepare_data(cfg, self.device, data)
         self.pixel_scale = pixel_scale(self.train_x)
+        algorithm = ALGORITHMS[str(cfg.algorithm.name)]
+        self.build(algorithm)
+        self.has_encoder = algorithm.has_encoder  # without q(z|x), no ELBO
+        self.evaluation = Evaluation(cfg, self.has_encoder)
+        self.columns = self.evaluation.columns
+        self.events = Events.of(cfg)
+        self.settings = [job.settings for job in jobs]
+        self.progress, self.perms = Progress(pos=len(self.train_x)), None
+        self.records = [Record() for _ in self.cfgs]
+        self.summaries: dict[Path, Summary] = {}
+        self.metrics: list[MetricsLog] = []
+        self.trackers: list[Tracker] = []
+        self.ckpt_paths = [out / "checkpoint.pt" for out in self.outs]
+        self.resume_or_start([job.take_checkpoint() for job in jobs])
+        log.info("%d training images: weight decay %.3g (the weight prior)", len(self.train_x), self.weight_decay)
+        self.started = time.perf_counter() - self.progress.wall_s
+
+    def build(self, algorithm: Algorithm) -> None:
+        """The stack's model, optimizer, noise and step: each model initialised as it would be alone."""
+        cfg = self.cfg
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.model = build_model(self.cfgs, self.train_x.shape[1]).to(self.device)
-        algorithm = ALGORITHMS[str(cfg.algorithm.name)]
         if cfg.train.compile:
             compile_passes(self.model, algorithm.passes)
         self.weight_decay = weight_decay(cfg, len(self.train_x))
@@ -173,22 +109,6 @@ class Job:
                                                               self.noise)
         if cfg.train.cuda_graph and self.device.type == "cuda":
             self.step = replayed_in_cuda_graph(self.step, self.optimizer, self.noise)
-        self.has_encoder = algorithm.has_encoder  # without q(z|x), no ELBO
-        self.evaluation = Evaluation(cfg, self.has_encoder)
-        self.columns = self.evaluation.columns
-        self.schedule = eval_schedule(int(cfg.train.eval_start), cfg.train.eval_points_per_decade,
-                                      int(cfg.train.max_samples), cfg.train.batch_size)
-        self.events = Events.of(cfg, self.schedule)
-        self.settings = [job.settings for job in jobs]
-        self.progress, self.perms = Progress(pos=len(self.train_x)), None
-        self.records = [Record() for _ in self.cfgs]
-        self.summaries: dict[Path, Summary] = {}
-        self.metrics: list[MetricsLog] = []
-        self.trackers: list[Tracker] = []
-        self.ckpt_paths = [out / "checkpoint.pt" for out in self.outs]
-        self.resume_or_start([job.take_checkpoint() for job in jobs])
-        log.info("%d training images: weight decay %.3g (the weight prior)", len(self.train_x), self.weight_decay)
-        self.started = time.perf_counter() - self.progress.wall_s
 
     def resume_or_start(self, ckpts: list[dict | None]) -> None:
         """From the models' checkpoints where there are some; else from scratch, with the untrained
@@ -431,7 +351,7 @@ class Job:
     def progress_bar(self) -> tqdm:
         stacked = f" x{len(self.cfgs)}" if len(self.cfgs) > 1 else ""
         latent_dims = ",".join(map(str, sorted(set(self.model.latent_dims))))
-        return tqdm(total=self.schedule[-1], initial=self.progress.samples, unit="sample", unit_scale=True,
+        return tqdm(total=self.events.last * self.cfg.train.batch_size, initial=self.progress.samples, unit="sample", unit_scale=True,
                     dynamic_ncols=True, desc=f"{self.cfg.algorithm.name} N_z={latent_dims}{stacked}",
                     disable=None if self.cfg.train.progress else True)  # None: on a terminal only
 
