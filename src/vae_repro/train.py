@@ -2,12 +2,12 @@
 that drives them. A single run is the stack of one.
 
 `train(cfg, out_dir)` and `train_stack(cfgs, out_dirs)` are plain functions: Hydra's entry
-point and the stack launcher (run.py) only build their arguments. Each model of a stack stays
+point (run.py) and the stack launcher only build their arguments. Each model of a stack stays
 a job of its own, and everything it writes lands in its own dir, as a single run's would:
-  metrics.csv     one row per evaluation, flushed as it is written (metrics.py)
+  metrics.csv     one row per evaluation, flushed as it is written (records.py)
   checkpoint.pt   the full training state, replaced atomically; a re-run resumes from it (checkpoint.py)
   model.pt        final weights with the config that made them (see `checkpoint.load_run`)
-  summary.json    status, final ELBOs, samples seen, wall time, speed, device
+  summary.json    status, final ELBOs, samples seen, wall time, speed, device (records.Summary)
   .lock           held while the job trains: one writer per dir (rundir.py)
   tensorboard/, mlflow_run_id   with logger=tensorboard or mlflow: the job's tracker run (trackers.py)
 """
