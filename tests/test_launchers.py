@@ -57,7 +57,8 @@ def test_submitit_waits_for_every_job_after_one_is_killed(data_root, tmp_path):
     os.kill(int((tmp_path / "sweep" / "0" / ".lock").read_text()), signal.SIGKILL)
     out, err = process.communicate(timeout=300)
     assert process.returncode == 1
-    assert out.strip().splitlines()[-2] == f"1 of 2 jobs completed; outputs in {tmp_path / 'sweep'}"
+    last = out.strip().splitlines()[-2]
+    assert "1 of 2 jobs completed" in last and str(tmp_path / "sweep") in last
     assert f"{tmp_path / 'sweep' / '0'}: died" in err
     assert json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())["status"] == "completed"
 
@@ -75,7 +76,8 @@ def test_ctrl_c_on_a_joblib_sweep_checkpoints_every_job_and_the_same_command_res
         assert summary["status"] == "interrupted" and "checkpoint saved" in summary["message"]
         assert f"{sweep / job}: interrupted: stopped by" in err
     assert f"{sweep / '2'}: not started" in err  # the third job found its command stopped
-    assert out.strip().splitlines()[-2] == f"0 of 3 jobs completed; outputs in {sweep}"
+    last = out.strip().splitlines()[-2]
+    assert "0 of 3 jobs completed" in last and str(sweep) in last
     resume = resume_line(out)
     assert resume[3:] == [*args, "hydra.sweep.dir=sweep", "-m"]  # as typed
     result = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=300)

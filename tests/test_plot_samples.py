@@ -4,7 +4,7 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO
+from helpers import REPO, assert_one_line
 from PIL import Image
 
 from vae_repro.config import Config, DataConfig, ModelConfig, TrainConfig
@@ -64,10 +64,10 @@ def test_errors_are_one_line(data_root, tmp_path):
     run = finished_run(tmp_path, data_root, latent_dim=5)
     result = plot(run, "--manifold")
     assert result.returncode == 2
-    assert result.stderr == f"error: --manifold needs a run with N_z = 2; {run} has N_z = 5\n"
+    assert_one_line(result.stderr, "--manifold", "N_z = 2", str(run), "N_z = 5")
     result = plot(tmp_path)
     assert result.returncode == 2
-    assert result.stderr == f"error: {tmp_path}: no model.pt here (not a run dir, or the run has not finished)\n"
+    assert_one_line(result.stderr, str(tmp_path), "no model.pt")
 
 
 def test_active_units_of_finished_runs_are_listed_one_line_each(tmp_path, data_root, capsys):

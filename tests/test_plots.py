@@ -8,7 +8,7 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import QUICK, REPO, make_mnist_root
+from helpers import QUICK, REPO, assert_one_line, make_mnist_root
 from omegaconf import OmegaConf
 
 from vae_repro import plotting
@@ -258,7 +258,7 @@ def test_sweep_table_has_a_row_per_job_and_the_swept_keys(sweep, tmp_path, capsy
     assert list(table["samples_per_s"].fillna(0)) == [300.0, 200.0, 0, 300.0]
 
     printed = capsys.readouterr().out.splitlines()
-    assert printed[0].split() == list(table.columns) and printed[-1] == f"wrote {out}"
+    assert printed[0].split() == list(table.columns) and str(out) in printed[-1]
     assert printed[3].split() == [str(sweep / "2"), "2", "1", "not", "started", "-", "-", "-", "-"]
     assert printed[1].split()[3:] == ["completed", "-340.00", "-342.00", "3000", "300.00"]
 
@@ -276,7 +276,7 @@ def test_sweep_table_shows_a_flagged_jobs_warning(sweep, capsys):
     assert len(printed) == 1 + 5 + 1  # the header, a row per job, the flagged job's warning
     (row,) = [line for line in printed if line.split()[0] == str(sweep / "3")]
     assert "completed, flagged" in row and "-4000000.00" in row and warning not in row
-    assert printed[-1] == f"flagged: {sweep / '3'}: {warning}"
+    assert printed[-1].startswith("flagged") and str(sweep / "3") in printed[-1] and warning in printed[-1]
     assert sum("flagged" in line for line in printed[1:-1]) == 1
 
 
@@ -298,7 +298,7 @@ def test_sweep_table_over_seeds_gives_the_mean_and_deviation_per_setting(tmp_pat
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 1 + 2 + 2  # the header, a row per setting, the job left out, the file written
     assert printed[1].split() == ["2", "3", "-343.00", "±", "3.61", "-345.00", "±", "3.61"]
-    assert printed[-2] == "left out: 1 job not completed"
+    assert "left out" in printed[-2] and "1 job not completed" in printed[-2]
 
 
 def test_sweep_table_adds_the_iwae_bounds_and_marginals_the_jobs_measured(sweep):
@@ -313,9 +313,9 @@ def test_sweep_table_adds_the_iwae_bounds_and_marginals_the_jobs_measured(sweep)
 
 def test_sweep_table_of_a_dir_without_jobs_is_one_line(tmp_path, capsys):
     assert sweep_table.main([str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path}: no metrics.csv or summary.json below this dir\n"
+    assert_one_line(capsys.readouterr().err, str(tmp_path), "no metrics.csv or summary.json")
     assert sweep_table.main([str(tmp_path / "nowhere")]) == 2
-    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'}: no such dir\n"
+    assert_one_line(capsys.readouterr().err, str(tmp_path / "nowhere"), "no such dir")
 
 
 @pytest.mark.slow
