@@ -26,7 +26,9 @@ Measures, on the same data and machine:
              core (`yes`), with the default threads=0 (the count chosen while it trains), one
              thread, and all cores fixed: what a job keeps of its speed on a shared machine
   curve      both loops trained for --curve-samples with the same settings, ELBO side by side
---only SECTION ... runs some of them (textbook, frey, fig3, floor, share, curve).
+  before     with --before DIR (a checkout of the code before a change): the jobs of
+             scripts/same_results.sh, each timed with that code and this, in turns
+--only SECTION ... runs some of them (textbook, frey, fig3, floor, share, curve, before).
 Without the dataset's files under --data-root it makes random full-size IDX files, and
 without <data-root>/FreyFace/frey_rawface.mat random frames.
 """
@@ -61,7 +63,8 @@ FIG3_LATENT, FIG3_HIDDEN, FIG3_TRAIN = 3, 100, 1000  # Figure 3's model and its 
 FIG3_EVALS_PER_DECADE, FIG3_RUN_SAMPLES = 2, (10_000_000, 60_000_000)  # sweep=fig3's schedule; run lengths
 TEXTBOOK_EVAL_EVERY = 100_000
 PAPER_SAMPLES = 100_000_000
-SECTIONS = ["textbook", "frey", "fig3", "floor", "share", "curve"]
+SECTIONS = ["textbook", "frey", "fig3", "floor", "share", "curve", "before"]
+REPO = Path(__file__).resolve().parents[1]
 PROBE_S, PROBE_EVERY_S = 0.3, 10.0  # the large matmul's measurements within a job: length, interval
 
 
@@ -240,6 +243,39 @@ def command_samples_per_s(dataset: str, root: Path, samples: float, threads: int
         for spinner in spinners:
             spinner.kill()
             spinner.wait()
+
+
+# The jobs of scripts/same_results.sh, timed against the code of another checkout (--before).
+BEFORE_JOBS = {"aevb": ["algorithm=aevb"], "wake_sleep": ["algorithm=wake_sleep"], "iwae": ["algorithm=iwae"],
+               "mcem": ["algorithm=mcem", "latent_dim=3", "model.hidden_size=100", "eval.marginal_points=100"],
+               "stack of 4": ["-m", "latent_dim=2,3", "seed=0,1", "hydra/launcher=stack"]}
+
+
+def job_wall_s(code: Path, args: list[str], root: Path, samples: float) -> float:
+    """The training wall time (summary.json) of a `python -m vae_repro.run` job run by the code under
+    `code`; of a sweep's first job, which for a stack is the stack's."""
+    env = os.environ | {"PYTHONPATH": str(code / "src")}
+    with tempfile.TemporaryDirectory() as out:
+        dir_key = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
+        job = subprocess.run([sys.executable, "-m", "vae_repro.run", *args, f"data.root={root}", "data.download=false",
+                              "device=cpu", f"threads={len(os.sched_getaffinity(0))}", f"train.max_samples={samples}",
+                              "train.progress=false", f"{dir_key}={out}"], capture_output=True, text=True, env=env)
+        if job.returncode != 0:
+            last = (job.stderr.strip() or "no output").splitlines()[-1]
+            raise SystemExit(f"error: {' '.join(args)} with the code in {code} failed: {last}")
+        return json.loads(next(Path(out).glob("**/summary.json")).read_text())["wall_s"]
+
+
+def print_before(args, root: Path) -> None:
+    print(f"\nAgainst the code in {args.before}: each job's training wall time at {args.before_samples:.0e} samples "
+          f"(summary.json), the two taken in turns, best of {args.rounds}")
+    print(f"{'job':<14}{'before':>10}{'now':>10}{'now/before':>12}")
+    for name, job in BEFORE_JOBS.items():
+        best = {"before": math.inf, "now": math.inf}
+        for _ in range(args.rounds):
+            for side, code in (("before", args.before), ("now", REPO)):
+                best[side] = min(best[side], job_wall_s(code, job, root, args.before_samples))
+        print(f"{name:<14}{best['before']:>9.2f}s{best['now']:>9.2f}s{best['now'] / best['before']:>12.2f}")
 
 
 def print_fair_share(args, dataset, root) -> None:
@@ -457,6 +493,9 @@ def main():
     parser.add_argument("--compile", action="store_true", help="add the floor table's rows with train.compile")
     parser.add_argument("--share-samples", type=float, default=3e5, help="of each command in the share table")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS, help="run these sections alone")
+    parser.add_argument("--before", type=Path, help="a checkout of the code before a change: time its jobs against "
+                        "this one's (git worktree add DIR REV)")
+    parser.add_argument("--before-samples", type=float, default=1e5, help="of each job timed against --before")
     args, device = parsed(parser)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -479,6 +518,8 @@ def main():
             print_fair_share(args, dataset, root)
         if "curve" in args.only and args.curve_samples:
             print_curves(args, device, dataset, root, train_x, test_x)
+        if "before" in args.only and args.before is not None:
+            print_before(args, root)
     return 0 if math.isfinite(step_rate) else 1
 
 
