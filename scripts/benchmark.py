@@ -253,12 +253,13 @@ BEFORE_JOBS = {"aevb": ["algorithm=aevb"], "wake_sleep": ["algorithm=wake_sleep"
 
 def job_wall_s(code: Path, args: list[str], root: Path, samples: float) -> float:
     """The training wall time (summary.json) of a `python -m vae_repro.run` job run by the code under
-    `code`; of a sweep's first job, which for a stack is the stack's."""
+    `code`; of a sweep's first job, which for a stack is the stack's. One thread: the rest of the machine
+    has a core of its own, which steadies the times (with all cores, the same code's varied by 20%)."""
     env = os.environ | {"PYTHONPATH": str(code / "src")}
     with tempfile.TemporaryDirectory() as out:
         dir_key = "hydra.sweep.dir" if "-m" in args else "hydra.run.dir"
         job = subprocess.run([sys.executable, "-m", "vae_repro.run", *args, f"data.root={root}", "data.download=false",
-                              "device=cpu", f"threads={len(os.sched_getaffinity(0))}", f"train.max_samples={samples}",
+                              "device=cpu", "threads=1", f"train.max_samples={samples}",
                               "train.progress=false", f"{dir_key}={out}"], capture_output=True, text=True, env=env)
         if job.returncode != 0:
             last = (job.stderr.strip() or "no output").splitlines()[-1]
