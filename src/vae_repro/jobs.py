@@ -2,9 +2,9 @@
 
 `prepare_job` turns a composed config into everything a job needs before it trains: its typed
 config (checked, paths absolute), its output dir, its images' size and its checkpoint, read and
-held to its settings. The up-front check (run.py), Hydra's task function and the stack launcher
-all call it; in one process a job is prepared once, and its checkpoint read once, unless another
-process has written the file since.
+held to its settings. The up-front check (run.py), the stack launcher and `train_stack` (which
+Hydra's task function calls) all start from it; in one process a job is prepared once, and its
+checkpoint read once, unless another process has written the file since.
 """
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +86,5 @@ def job_config(composed: DictConfig) -> Config:
 
 
 def prepare_job(composed: DictConfig, out_dir: str | Path) -> PreparedJob:
-    """A job of the command from its composed config: what Hydra's task function, the stack launcher
-    and the up-front check each start from."""
+    """A job of the command from its composed config, as the stack launcher plans it."""
     return prepare(job_config(composed), out_dir)

@@ -38,7 +38,7 @@ from vae_repro.checkpoint import CheckpointError, Terminated, raise_terminated
 from vae_repro.command_line import CommandLine, split_command_line
 from vae_repro.config import Config, ConfigError, flat
 from vae_repro.data import DataError
-from vae_repro.jobs import job_config, prepare, prepare_job
+from vae_repro.jobs import job_config, prepare
 from vae_repro.machine import check_compile, resolve_device
 from vae_repro.records import read_summary
 from vae_repro.rundir import RunDirBusy, busy_message, holder
@@ -292,8 +292,9 @@ def report(command: Command) -> int:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_app(dict_cfg: DictConfig) -> str:
     hydra_cfg = HydraConfig.get()
-    job = prepare_job(dict_cfg, hydra_cfg.runtime.output_dir)
-    return run_stack([job.cfg], [str(job.out_dir)], hydra_cfg.mode == RunMode.MULTIRUN)[0]
+    # The job prepared by the up-front check is taken up in train_stack, where a failure to prepare it
+    # (a checkpoint damaged since) is recorded in its summary.json and the other jobs go on.
+    return run_stack([job_config(dict_cfg)], [hydra_cfg.runtime.output_dir], hydra_cfg.mode == RunMode.MULTIRUN)[0]
 
 
 def run_stack(cfgs: list[Config], out_dirs: list[str], multirun: bool) -> list[str]:
