@@ -15,6 +15,7 @@ from helpers import QUICK, REPO, assert_one_line, default_ctrl_c, make_mnist_roo
 from omegaconf import OmegaConf
 
 from vae_repro import jobs
+from vae_repro import run as run_module
 from vae_repro.checkpoint import load_checkpoint
 from vae_repro.config import Config, ConfigError, TrainConfig
 from vae_repro.machine import check_compile
@@ -264,6 +265,23 @@ def test_each_checkpoint_is_read_once_per_command(launcher, data_root, tmp_path,
     status, out, _ = main_cli([*sweep, "train.max_samples=1000"], tmp_path)  # each job resumed from its checkpoint
     assert status == 0 and out.strip().splitlines()[-1].startswith("2 of 2 jobs completed")
     assert sorted(reads) == [tmp_path / "sweep" / str(num) / "checkpoint.pt" for num in range(2)]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_damaged_after_the_check_fails_its_job_alone(data_root, tmp_path, main_cli, monkeypatch):
+    sweep = ["latent_dim=2,3", f"data.root={data_root}", *QUICK, "hydra.sweep.dir=sweep", "-m"]
+    assert main_cli([*sweep, "train.max_samples=500"], tmp_path)[0] == 0
+    checked = run_module.precheck
+
+    def damage_after_the_check(line):
+        command = checked(line)
+        (tmp_path / "sweep" / "1" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+        return command
+    monkeypatch.setattr(run_module, "precheck", damage_after_the_check)
+    status, out, _ = main_cli([*sweep, "train.max_samples=1000"], tmp_path)
+    assert status == 1 and "1 of 2 jobs completed" in out.strip().splitlines()[-1]
+    summary = json.loads((tmp_path / "sweep" / "1" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "checkpoint.pt" in summary["message"] and "damaged" in summary["message"]
 
 
 def test_a_dry_run_of_a_sweep_shows_each_jobs_config(data_root, tmp_path, main_cli):
