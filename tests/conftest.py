@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra.core.hydra_config import HydraConfig
 from helpers import make_frey_root, make_mnist_root
 
 from vae_repro import run as run_module
@@ -26,6 +27,8 @@ def main_cli(monkeypatch, capsys):
     root = logging.getLogger()  # Hydra's logging set-up for a job, undone after the test
     monkeypatch.setattr(root, "handlers", list(root.handlers))
     monkeypatch.setattr(root, "level", root.level)
+    # and its config of the run, which to_absolute_path reads the starting dir from
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)
 
     def run(args: list[str], cwd: Path) -> tuple[int, str, str]:
         monkeypatch.chdir(cwd)
