@@ -1,10 +1,11 @@
 """A job of the command, prepared once from its composed config.
 
-`prepare_job` turns a composed config into everything a job needs before it trains: its typed
-config (checked, paths absolute), its output dir, its images' size and its checkpoint, read and
-held to its settings. The up-front check (run.py), the stack launcher and `train_stack` (which
-Hydra's task function calls) all start from it; in one process a job is prepared once, and its
-checkpoint read once, unless another process has written the file since.
+`prepare` turns a job's typed config (checked, paths absolute: `job_config`, which `prepare_job`
+calls on a composed config) into everything a job needs before it trains: its output dir, its
+images' size and its checkpoint, read and held to its settings. The up-front check (run.py), the
+stack launcher and `train_stack` (which Hydra's task function calls) all start from it; in one
+process a job is prepared once, and its checkpoint read once, unless another process has
+written the file since.
 """
 from dataclasses import dataclass
 from pathlib import Path

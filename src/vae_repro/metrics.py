@@ -1,5 +1,5 @@
-"""What a job measures: the ELBO and importance-weighted bounds on whole datasets, the marginal
-likelihood of their first images, and when they are measured."""
+"""What a job measures: the ELBO and importance-weighted bounds on whole datasets, and the
+marginal likelihood of their first images (when: schedule.py)."""
 import torch
 
 from vae_repro.config import Config
