@@ -196,7 +196,7 @@ BAD_INPUTS = [
     (["optimizer.lr=-0.01"], ("optimizer.lr=-0.01", "> 0")),
     (["train.batch_size=0"], ("train.batch_size=0", ">= 1")),
     (["data=svhn"], ("data/svhn", "array fashion_mnist folder frey_face mnist")),
-    (["algorithm=em"], ("algorithm/em", "aevb iwae mcem wake_sleep")),
+    (["algorithm=em"], ("algorithm/em", "aevb beta_vae iwae mcem wake_sleep")),
     (["algorithm.name=ws"], ("algorithm.name", "'ws'", "aevb, wake_sleep, mcem, iwae")),
     (["algorithm=mcem", "eval.marginal=is"], ("eval.marginal=is", "encoder")),
     (["eval.iwae_k=[5,0]"], ("eval.iwae_k=0", ">= 1")),

@@ -6,10 +6,11 @@ import pytest
 import torch
 from helpers import QUICK, rows_without_wall_time, run_cli
 
-from vae_repro.adagrad import Adagrad
-from vae_repro.config import AlgorithmConfig, Binarize, Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from vae_repro.config import (AlgorithmConfig, Binarize, Config, DataConfig, EvalConfig, ModelConfig, OptimizerConfig,
+                              TrainConfig)
 from vae_repro.likelihoods import GaussianPixels
 from vae_repro.model import VAE
+from vae_repro.optimizers import Optimizer
 from vae_repro.train import train, train_stack
 
 pytestmark = [pytest.mark.slow,
@@ -52,11 +53,13 @@ def test_hand_written_passes_on_cuda_equal_the_cpu_passes(likelihood):
         assert relative_error(got, expected) < 1e-5
 
 
-def test_adagrad_on_cuda_updates_as_on_the_cpu():
+@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])
+def test_optimizer_on_cuda_updates_as_on_the_cpu(optimizer):
     torch.manual_seed(0)
-    cpu = VAE(50, 30, 4, init_std=0.1)
+    cpu = VAE(50, [30, 20], 4, init_std=0.1)
     gpu = copy.deepcopy(cpu).to(CUDA)
-    updates = [Adagrad(model, lrs=[0.05], weight_decay=0.01).updater(list(model.parameters())) for model in (cpu, gpu)]
+    updates = [Optimizer(model, [0.05], 0.01, OptimizerConfig(name=optimizer)).updater(list(model.parameters()))
+               for model in (cpu, gpu)]
     x = torch.rand(1, 20, 50)
     for _ in range(5):
         eps = torch.randn(1, 1, 20, 4)

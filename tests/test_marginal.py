@@ -110,7 +110,7 @@ def test_is_estimate_matches_the_exact_marginal_of_a_linear_gaussian_model():
 @pytest.fixture(scope="module")
 def small_vae_and_data():
     torch.manual_seed(0)
-    model = VAE(input_dim=20, hidden_size=16, latent_dims=2, init_std=0.5)
+    model = VAE(input_dim=20, hidden_sizes=16, latent_dims=2, init_std=0.5)
     x = torch.rand(300, 20, generator=torch.Generator().manual_seed(1)).round()
     return model, x
 

@@ -10,7 +10,7 @@ from vae_repro.noise import Noise
 
 def test_elbo_terms_equal_a_hand_computation():
     torch.manual_seed(0)
-    model = VAE(input_dim=2, hidden_size=1, latent_dims=1, activation="tanh").double()
+    model = VAE(input_dim=2, hidden_sizes=1, latent_dims=1, activation="tanh").double()
     values = {"enc_hidden.weight": [[0.5, -0.3]], "enc_hidden.bias": [0.1],
               "enc_out.weight": [[0.8], [-0.6]], "enc_out.bias": [0.2, -0.4],
               "dec_hidden.weight": [[1.5]], "dec_hidden.bias": [-0.2],
@@ -36,7 +36,7 @@ def test_elbo_terms_equal_a_hand_computation():
 
 def test_several_mc_samples_are_averaged():
     torch.manual_seed(0)
-    model = VAE(input_dim=6, hidden_size=4, latent_dims=3).double()
+    model = VAE(input_dim=6, hidden_sizes=4, latent_dims=3).double()
     x = torch.rand(1, 5, 6, dtype=torch.float64)
     eps = torch.randn(1, 4, 5, 3, dtype=torch.float64)
     log_px, kl = model(x, eps)
@@ -47,7 +47,7 @@ def test_several_mc_samples_are_averaged():
 
 def test_initialisation_and_prior_cover_the_weight_matrices_only():
     torch.manual_seed(0)
-    model = VAE(input_dim=784, hidden_size=500, latent_dims=20, init_std=0.01)
+    model = VAE(input_dim=784, hidden_sizes=500, latent_dims=20, init_std=0.01)
     assert {tuple(w.shape) for w in model.weights()} == {(1, 500, 784), (1, 40, 500), (1, 500, 20), (1, 784, 500)}
     assert abs(model.enc_hidden.weight.std().item() - 0.01) < 1e-4
     assert all((p == 0).all() for name, p in model.named_parameters() if name.endswith("bias"))
@@ -57,7 +57,7 @@ def test_initialisation_and_prior_cover_the_weight_matrices_only():
 @pytest.mark.parametrize("mc_samples", [1, 3])
 def test_hand_written_backward_equals_autograd(activation, mc_samples):
     torch.manual_seed(0)
-    model = VAE(input_dim=12, hidden_size=7, latent_dims=4, activation=activation, init_std=0.5).double()
+    model = VAE(input_dim=12, hidden_sizes=7, latent_dims=4, activation=activation, init_std=0.5).double()
     x = torch.rand(1, 5, 12, dtype=torch.float64)
     eps = torch.randn(1, mc_samples, 5, 4, dtype=torch.float64)
 
@@ -74,7 +74,7 @@ def test_hand_written_backward_equals_autograd(activation, mc_samples):
 
 def tiny_model(activation="tanh"):
     torch.manual_seed(0)
-    return VAE(input_dim=12, hidden_size=7, latent_dims=4, activation=activation, init_std=0.5).double()
+    return VAE(input_dim=12, hidden_sizes=7, latent_dims=4, activation=activation, init_std=0.5).double()
 
 
 ENCODER = ("enc_hidden.weight", "enc_hidden.bias", "enc_out.weight", "enc_out.bias")
@@ -123,7 +123,7 @@ def test_sleep_phase_trains_the_encoder_alone_on_log_q_z_given_x(activation):
 
 
 def test_sleep_gradient_of_a_one_pixel_model_equals_a_hand_computation():
-    model = VAE(input_dim=1, hidden_size=1, latent_dims=1).double()
+    model = VAE(input_dim=1, hidden_sizes=1, latent_dims=1).double()
     values = {"enc_hidden.weight": [[0.5]], "enc_hidden.bias": [0.1],
               "enc_out.weight": [[0.8], [-0.6]], "enc_out.bias": [0.2, -0.4]}
     with torch.no_grad():
@@ -148,7 +148,7 @@ def test_dreams_are_bernoulli_draws_from_the_decoder():
 
 
 def test_gaussian_log_density_of_a_one_pixel_decoder_equals_a_hand_computation():
-    model = VAE(input_dim=1, hidden_size=1, latent_dims=1, likelihood=GaussianPixels()).double()
+    model = VAE(input_dim=1, hidden_sizes=1, latent_dims=1, likelihood=GaussianPixels()).double()
     values = {"dec_hidden.weight": [[1.5]], "dec_hidden.bias": [-0.2],
               "dec_out.weight": [[2.0], [-1.0]], "dec_out.bias": [0.3, 0.1]}  # mean pre-activation, log variance
     with torch.no_grad():
@@ -168,7 +168,7 @@ def test_gaussian_log_density_of_a_one_pixel_decoder_equals_a_hand_computation()
 @pytest.mark.parametrize("mc_samples", [1, 2])
 def test_gaussian_decoder_backward_equals_autograd(logvar_min, mc_samples):
     torch.manual_seed(0)
-    model = VAE(input_dim=12, hidden_size=7, latent_dims=4, init_std=0.5, likelihood=GaussianPixels(logvar_min)).double()
+    model = VAE(input_dim=12, hidden_sizes=7, latent_dims=4, init_std=0.5, likelihood=GaussianPixels(logvar_min)).double()
     x = torch.rand(1, 5, 12, dtype=torch.float64)
     eps = torch.randn(1, mc_samples, 5, 4, dtype=torch.float64)
     if logvar_min is not None:  # put part of the log variances below the floor
@@ -190,7 +190,7 @@ def test_gaussian_decoder_backward_equals_autograd(logvar_min, mc_samples):
 
 def test_gaussian_dreams_are_draws_around_the_decoder_mean():
     torch.manual_seed(0)
-    model = VAE(input_dim=3, hidden_size=4, latent_dims=2, init_std=0.5, likelihood=GaussianPixels()).double()
+    model = VAE(input_dim=3, hidden_sizes=4, latent_dims=2, init_std=0.5, likelihood=GaussianPixels()).double()
     z = torch.randn(1, 1, 2, dtype=torch.float64).expand(1, 40_000, 2)
     x = model.dream(z, Noise.seeded([0], [2]))[0]
     mean_pre, logvar = model.decode(z[:, :1]).chunk(2, -1)
@@ -202,7 +202,7 @@ def test_gaussian_dreams_are_draws_around_the_decoder_mean():
 @pytest.mark.parametrize("activation", ["tanh", "softplus"])
 def test_log_joint_and_its_gradient_in_z_equal_autograd(likelihood, activation):
     torch.manual_seed(0)
-    model = VAE(input_dim=12, hidden_size=7, latent_dims=3, activation=activation, init_std=0.5,
+    model = VAE(input_dim=12, hidden_sizes=7, latent_dims=3, activation=activation, init_std=0.5,
                 likelihood=likelihood).double()
     x, z = torch.rand(1, 5, 12, dtype=torch.float64), torch.randn(1, 5, 3, dtype=torch.float64, requires_grad=True)
     reference = model.likelihood.log_prob(model.decode(z), x) - 0.5 * (z.square().sum(-1) + 3 * math.log(2 * math.pi))
@@ -230,7 +230,7 @@ def iwae_loss(model, x, eps):
 @pytest.mark.parametrize("k", [1, 5])
 def test_iwae_backward_equals_autograd(likelihood, k):
     torch.manual_seed(0)
-    model = VAE(input_dim=12, hidden_size=7, latent_dims=4, init_std=0.5, likelihood=likelihood).double()
+    model = VAE(input_dim=12, hidden_sizes=7, latent_dims=4, init_std=0.5, likelihood=likelihood).double()
     x = torch.rand(1, 5, 12, dtype=torch.float64)
     eps = torch.randn(1, k, 5, 4, dtype=torch.float64)
     expected = dict(zip([n for n, _ in model.named_parameters()],

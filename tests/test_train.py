@@ -4,7 +4,6 @@ import pytest
 import torch
 from helpers import metrics_rows, rows_without_wall_time
 
-from vae_repro.adagrad import Adagrad
 from vae_repro.checkpoint import load_run
 from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
 from vae_repro.data import load_dataset, select_train, to_unit_interval
@@ -145,35 +144,6 @@ def test_warmup_steps_only_fill_the_accumulator(data_root, tmp_path):
     assert not torch.equal(model.enc_hidden.weight[0], initial["enc_hidden.weight"])
 
 
-def test_adagrad_is_torch_adagrad_to_the_bit():
-    torch.manual_seed(0)
-    mine, reference = VAE(30, 8, 3), VAE(30, 8, 3)
-    reference.load_state_dict(mine.state_dict())
-    biases = [p for name, p in reference.named_parameters() if not name.endswith("weight")]
-    torch_adagrad = torch.optim.Adagrad([{"params": reference.weights(), "weight_decay": 0.01},
-                                         {"params": biases, "weight_decay": 0.0}], lr=0.1, fused=True)
-    adagrad = Adagrad(mine, lrs=[0.1], weight_decay=0.01)
-    update_all, update_decoder = adagrad.updater(list(mine.parameters())), adagrad.updater(mine.decoder_parameters())
-    x = torch.rand(1, 5, 30)
-    for i in range(4):
-        eps, z = torch.randn(1, 1, 5, 3), torch.randn(1, 5, 3)
-        reference.negative_elbo_backward(x, eps) if i % 2 else reference.decoder_backward(z, x)
-        torch_adagrad.step()
-        mine.negative_elbo_backward(x, eps) if i % 2 else mine.decoder_backward(z, x)
-        update_all() if i % 2 else update_decoder()
-    assert all(torch.equal(p, q) for p, q in zip(mine.parameters(), reference.parameters()))
-    ours, theirs = adagrad.own_state_dict(mine, 0), torch_adagrad.state_dict()
-    assert [g["params"] for g in ours["param_groups"]] == [g["params"] for g in theirs["param_groups"]]
-    for i, state in theirs["state"].items():  # a stack of one against a single model's state
-        assert torch.equal(ours["state"][i]["sum"], state["sum"][0])
-        assert torch.equal(ours["state"][i]["step"], state["step"])
-    again = Adagrad(VAE(30, 8, 3), lrs=[0.1], weight_decay=0.01)
-    model_alone = {"state": {i: {"step": state["step"], "sum": state["sum"][0]} for i, state in theirs["state"].items()},
-                   "param_groups": theirs["param_groups"]}
-    again.load_own_state_dict(mine, 0, model_alone)  # a checkpoint written with torch.optim.Adagrad
-    assert all(torch.equal(a, b) for a, b in zip(again.sums, adagrad.sums))
-
-
 @pytest.mark.slow
 def test_compiled_passes_train_the_same_model_to_rounding(data_root, tmp_path):
     eager, compiled = quick_config(data_root, max_samples=2000), quick_config(data_root, max_samples=2000)
@@ -279,7 +249,7 @@ def test_iwae_with_one_sample_is_aevb_and_with_five_trains(data_root, tmp_path):
 
 
 def test_active_units_count_the_latent_units_whose_mean_varies_across_images():
-    model = VAE(input_dim=4, hidden_size=3, latent_dims=[3, 2], init_std=0.0)
+    model = VAE(input_dim=4, hidden_sizes=3, latent_dims=[3, 2], init_std=0.0)
     with torch.no_grad():
         model.enc_hidden.weight[:, 0, 0] = 1.0  # hidden unit 0 follows pixel 0
         model.enc_out.weight[0, 1, 0] = 2.0  # model 0: the mean of unit 1 follows it

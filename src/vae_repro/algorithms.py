@@ -14,64 +14,84 @@ from typing import Callable
 
 import torch
 
-from vae_repro.adagrad import Adagrad
-from vae_repro.config import Config
+from vae_repro.config import AlgorithmConfig, Config
 from vae_repro.hmc import adapt_log_step, hmc_move
+from vae_repro.losses import beta_negative_elbo, by_autograd, gradient_pass
 from vae_repro.model import VAE
 from vae_repro.noise import Noise
+from vae_repro.optimizers import Optimizer
 
 Step = Callable[[torch.Tensor, torch.Tensor], None]
+MakeStep = Callable[[VAE, "Optimizer", Config, int, Noise], tuple[Step, dict]]
 MCEM_INITIAL_STEP = 0.01  # HMC step size before tuning, as in the author's code
 
 
-def aevb_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
-    """One Adagrad step on the negative ELBO averaged over the batch, with L = train.mc_samples."""
+def aevb_step(model: VAE, optimizer: Optimizer, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
+    """One step on the negative ELBO averaged over the batch, with L = train.mc_samples."""
+    backward = gradient_pass(model, "negative_elbo_backward", str(cfg.train.gradients))
     update = optimizer.updater(list(model.parameters()))
 
     def step(x: torch.Tensor, idx: torch.Tensor) -> None:
-        model.negative_elbo_backward(x, noise.latent(cfg.train.mc_samples, x.shape[1]))
+        backward(x, noise.latent(cfg.train.mc_samples, x.shape[1]))
         update()
     return step, {}
 
 
-def iwae_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
-    """One Adagrad step on IWAE's loss with k = algorithm.k importance samples (Burda et al., 2015). At
+def loss_step(loss: Callable[[VAE, torch.Tensor, torch.Tensor, AlgorithmConfig], torch.Tensor]) -> MakeStep:
+    """The step maker of an objective written as a loss alone (losses.py): one step of every parameter
+    on its gradient by autograd, the loss taking L = train.mc_samples slices of noise per datapoint."""
+    def make_step(model: VAE, optimizer: Optimizer, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
+        backward = by_autograd(model, lambda m, x, eps: loss(m, x, eps, cfg.algorithm), list(model.parameters()))
+        update = optimizer.updater(list(model.parameters()))
+
+        def step(x: torch.Tensor, idx: torch.Tensor) -> None:
+            backward(x, noise.latent(cfg.train.mc_samples, x.shape[1]))
+            update()
+        return step, {}
+    return make_step
+
+
+def iwae_step(model: VAE, optimizer: Optimizer, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
+    """One step on IWAE's loss with k = algorithm.k importance samples (Burda et al., 2015). At
     k = 1 the bound is the ELBO, and the step is AEVB's, whose KL in closed form is the better
     estimator of the same gradient."""
     if cfg.algorithm.k == 1:
         return aevb_step(model, optimizer, cfg, n_train, noise)
+    backward = gradient_pass(model, "iwae_backward", str(cfg.train.gradients))
     update = optimizer.updater(list(model.parameters()))
 
     def step(x: torch.Tensor, idx: torch.Tensor) -> None:
-        model.iwae_backward(x, noise.latent(cfg.algorithm.k, x.shape[1]))
+        backward(x, noise.latent(cfg.algorithm.k, x.shape[1]))
         update()
     return step, {}
 
 
-def wake_sleep_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
+def wake_sleep_step(model: VAE, optimizer: Optimizer, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
     """Wake: z ~ q(z|x), one step of p(x|z) on -log p(x|z). Sleep: z ~ N(0, I) and x ~ p(x|z) from
     the updated p, one step of q(z|x) on -log q(z|x). As `step_wakesleep` in dpkingma/anglepy."""
     update_decoder, update_encoder = optimizer.updater(model.decoder_parameters()), optimizer.updater(
         model.encoder_parameters())
+    wake, sleep = (gradient_pass(model, name, str(cfg.train.gradients)) for name in ("wake_backward", "sleep_backward"))
 
     def step(x: torch.Tensor, idx: torch.Tensor) -> None:
-        model.wake_backward(x, noise.latent(cfg.train.mc_samples, x.shape[1]))
+        wake(x, noise.latent(cfg.train.mc_samples, x.shape[1]))
         update_decoder()
         z = noise.latent(x.shape[1])
-        model.sleep_backward(model.dream(z, noise), z)
+        sleep(model.dream(z, noise), z)
         update_encoder()
     return step, {}
 
 
-def mcem_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
+def mcem_step(model: VAE, optimizer: Optimizer, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
     """Monte Carlo EM (the paper's appendix E, `step_batch_mcem` in dpkingma/anglepy): every training
     image keeps its own z, a chain started from the prior. E-step: one HMC move of the batch's
     chains on p(z|x) with one step size for all of a model's, tuned toward the target acceptance
-    rate. M-step: algorithm.m_steps Adagrad steps of p(x|z) on -log p(x|z) at those z."""
+    rate. M-step: algorithm.m_steps steps of p(x|z) on -log p(x|z) at those z."""
     chains = {"z": noise.latent(n_train), "log_step": torch.full((len(model.latent_dims),), math.log(MCEM_INITIAL_STEP),
                                                                  device=model.dec_out.weight.device)}
     algo = cfg.algorithm
     update_decoder = optimizer.updater(model.decoder_parameters())
+    decoder_backward = gradient_pass(model, "decoder_backward", str(cfg.train.gradients))
 
     def step(x: torch.Tensor, idx: torch.Tensor) -> None:
         def log_density_and_grad(z):
@@ -85,7 +105,7 @@ def mcem_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: 
         chains["z"].scatter_(1, rows, z)
         chains["log_step"].copy_(adapt_log_step(chains["log_step"], accepted.float().mean(1), algo.hmc_target_accept))
         for _ in range(algo.m_steps):
-            model.decoder_backward(z, x)
+            decoder_backward(z, x)
             update_decoder()
     return step, chains
 
@@ -93,49 +113,48 @@ def mcem_step(model: VAE, optimizer: Adagrad, cfg: Config, n_train: int, noise: 
 @dataclass(frozen=True)
 class Algorithm:
     """All that the rest of the code knows of an algorithm."""
-    make_step: Callable[[VAE, Adagrad, Config, int, Noise], tuple[Step, dict]]  # its step, and the state it keeps
+    make_step: MakeStep  # its step, and the state it keeps
     passes: tuple[str, ...]  # the model's passes its step runs, which train.compile compiles
     has_encoder: bool = True  # it trains q(z|x), which the ELBO, the IWAE bounds and importance sampling need
+    handwritten: bool = True  # its gradients have hand-written passes (train.gradients=handwritten)
 
 
-# algorithm.name's choices; a new algorithm is its step above and its line here, its name in
-# config.AlgorithmName and conf/algorithm/NAME.yaml (docs/extending.md).
+# algorithm.name's choices; a new algorithm is its step above (or its loss in losses.py) and its line
+# here, its name in config.AlgorithmName and conf/algorithm/NAME.yaml (docs/algorithms.md).
 ALGORITHMS = {
     "aevb": Algorithm(aevb_step, ("negative_elbo_backward",)),
     "iwae": Algorithm(iwae_step, ("negative_elbo_backward", "iwae_backward")),  # k = 1 takes AEVB's
     "wake_sleep": Algorithm(wake_sleep_step, ("wake_backward", "dream", "sleep_backward")),
     "mcem": Algorithm(mcem_step, ("log_joint_and_grad", "decoder_backward"), has_encoder=False),
+    "beta_vae": Algorithm(loss_step(beta_negative_elbo), ("forward",), handwritten=False),
 }
 
 
-def replayed_in_cuda_graph(step: Step, optimizer: Adagrad, noise: Noise) -> Step:
+def replayed_in_cuda_graph(step: Step, optimizer: Optimizer, noise: Noise) -> Step:
     """`step` on a CUDA device, captured once as a CUDA graph and replayed (train.cuda_graph). At
     batch 100 launching a kernel costs the host more than running it costs the GPU, and a step is
     some fifty kernels: a replay launches them all at once (on an H100, 3.3x the eager AEVB step of
     the MNIST model, 4.1x Frey Face's; docs/performance.md). Every model's generator is registered
     with the graph, so a replay draws the same noise as the eager step would, and the results are
     the same to the bit. The first call runs the step eagerly (it allocates the .grad tensors that
-    the graph then writes into) and captures it; so does the first call after Adagrad's step sizes
+    the graph then writes into) and captures it; so does the first call after the step sizes
     change (the warm-up's end) or a model leaves the stack, which the graph holds as constants. The batch and its indices are copied into the graph's own inputs at every
     call."""
-    graph, graph_key, graph_x, graph_idx, counts_per_step = None, None, None, None, []
+    graph, graph_key, graph_x, graph_idx = None, None, None, None
 
     def capture(x: torch.Tensor, idx: torch.Tensor) -> None:
-        nonlocal graph, graph_key, graph_x, graph_idx, counts_per_step
+        nonlocal graph, graph_key, graph_x, graph_idx
         side = torch.cuda.Stream()  # the eager run on a side stream, as torch.cuda.graph's documentation asks
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             step(x, idx)
         torch.cuda.current_stream().wait_stream(side)
-        graph_x, graph_idx, graph_key, before = x.clone(), idx.clone(), tuple(optimizer.lrs), list(optimizer.counts)
+        graph_x, graph_idx, graph_key = x.clone(), idx.clone(), tuple(optimizer.lrs)
         graph = torch.cuda.CUDAGraph()
         for gen in noise.gens:
             graph.register_generator_state(gen)
         with torch.cuda.graph(graph):  # records the kernels without running them
             step(graph_x, graph_idx)
-        # The update counts are plain numbers, which a replay does not touch: it adds them itself.
-        counts_per_step = [after - count for after, count in zip(optimizer.counts, before)]
-        optimizer.counts[:] = before
 
     def replay(x: torch.Tensor, idx: torch.Tensor) -> None:
         if graph is None or tuple(optimizer.lrs) != graph_key or x.shape != graph_x.shape:
@@ -144,6 +163,4 @@ def replayed_in_cuda_graph(step: Step, optimizer: Adagrad, noise: Noise) -> Step
         graph_x.copy_(x)
         graph_idx.copy_(idx)
         graph.replay()
-        for i, n in enumerate(counts_per_step):
-            optimizer.counts[i] += n
     return replay

@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from vae_repro.config import Config, ConfigError
-from vae_repro.adagrad import Adagrad
+from vae_repro.optimizers import Optimizer
 from vae_repro.model import VAE, build_model
 from vae_repro.own_tensors import load_own_state_dict, own_state_dict
 
@@ -216,7 +216,7 @@ def from_checkpoint_state(state: dict) -> tuple[Progress, Record, torch.Tensor |
             Record(**{f.name: state[f.name] for f in fields(Record) if f.name in state}), state["perm"])
 
 
-def save_stack(paths: list[Path], settings: list[dict], model: VAE, optimizer: Adagrad, algorithm_state: dict,
+def save_stack(paths: list[Path], settings: list[dict], model: VAE, optimizer: Optimizer, algorithm_state: dict,
                gens: list[torch.Generator], states: list[dict]) -> None:
     """Each model of the stack into its own checkpoint, as a single model's: its own part of the
     weights, the optimizer and the algorithm's state, its random states, and `states[k]`, where
@@ -229,7 +229,7 @@ def save_stack(paths: list[Path], settings: list[dict], model: VAE, optimizer: A
                      "rng": rng_states(gens[k]), "state": states[k]}, path)
 
 
-def restore_stack(paths: list[Path], ckpts: list[dict], model: VAE, optimizer: Adagrad, algorithm_state: dict,
+def restore_stack(paths: list[Path], ckpts: list[dict], model: VAE, optimizer: Optimizer, algorithm_state: dict,
                   gens: list[torch.Generator]) -> list[tuple[Progress, Record, torch.Tensor | None]]:
     """Each model of the stack from its checkpoint (`save_stack`'s); where each one's training stood,
     what it had recorded, and its order of the training images."""

@@ -42,6 +42,18 @@ class AlgorithmName(StrEnum):
     wake_sleep = "wake_sleep"  # Hinton et al. (1995), the baseline of Figure 2
     mcem = "mcem"  # Monte Carlo EM: no encoder, HMC on a persistent z per datapoint (Figure 3)
     iwae = "iwae"  # Burda et al. (2015): the importance-weighted bound with algorithm.k samples
+    beta_vae = "beta_vae"  # Higgins et al. (2017): the ELBO with its KL weighted by algorithm.beta
+
+
+class OptimizerName(StrEnum):
+    adagrad = "adagrad"  # the paper's
+    adam = "adam"  # Kingma and Ba (2014), as the IWAE paper trains
+
+
+class Gradients(StrEnum):
+    auto = "auto"  # hand-written where the algorithm has them (all but beta_vae), else autograd
+    handwritten = "handwritten"  # the hand-written backward passes of model.py
+    autograd = "autograd"  # the algorithm's losses (losses.py) differentiated by autograd
 
 
 # none; hmc: the paper's appendix D, HMC posterior samples, a fitted q(z), 1/p(x) ~ mean q(z)/p(x, z);
@@ -64,7 +76,9 @@ class Device(StrEnum):
 
 @dataclass
 class ModelConfig:
-    hidden_size: int = 500
+    hidden_size: int = 500  # the paper's one hidden layer each way
+    # The encoder's hidden layers, e.g. [200, 200], mirrored in the decoder; when given, replaces hidden_size.
+    hidden_sizes: Optional[list[int]] = None
     activation: Activation = Activation.tanh
     init_std: float = 0.01
     likelihood: Likelihood = Likelihood.bernoulli
@@ -95,11 +109,15 @@ class AlgorithmConfig:
     hmc_target_accept: float = 0.9
     m_steps: int = 5
     k: int = 5  # iwae only: importance samples per datapoint (k = 1 is AEVB)
+    beta: float = 1.0  # beta_vae only: the KL term's weight (beta = 1 is AEVB's ELBO)
 
 
 @dataclass
 class OptimizerConfig:
+    name: OptimizerName = OptimizerName.adagrad
     lr: float = 0.02
+    eps: float = 1e-10  # added to the root of the squared gradients' sum (Adagrad) or average (Adam)
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam only: the moments' decay rates
     # N(0, prior_std^2 I) prior on the weight matrices. Its gradient per datapoint is -w / (prior_std^2 N),
     # N the number of training images used: weight_decay None takes that, a number overrides it.
     prior_std: float = 1.0
@@ -124,6 +142,7 @@ class TrainConfig:
     # On a CUDA device, replay each training step as one CUDA graph instead of launching its some
     # fifty kernels one by one: the same results, several times faster at batch 100.
     cuda_graph: bool = True
+    gradients: Gradients = Gradients.auto
 
 
 @dataclass
@@ -210,9 +229,18 @@ def _positive_count(key: str, value: float) -> None:
         raise ConfigError(f"{key}={value}: expected a whole number >= 1")
 
 
+def hidden_sizes(model: ModelConfig) -> list[int]:
+    """The encoder's hidden layers, first to last (the decoder's are these in reverse)."""
+    return list(model.hidden_sizes) if model.hidden_sizes is not None else [model.hidden_size]
+
+
 def check_config(cfg: Config) -> None:
     _positive_count("latent_dim", cfg.latent_dim)
     _positive_count("model.hidden_size", cfg.model.hidden_size)
+    if cfg.model.hidden_sizes is not None:
+        if not cfg.model.hidden_sizes or min(cfg.model.hidden_sizes) < 1:
+            raise ConfigError(f"model.hidden_sizes={list(cfg.model.hidden_sizes)}: expected a list of whole numbers "
+                              ">= 1, one per hidden layer, e.g. [200,200]")
     _positive_count("train.batch_size", cfg.train.batch_size)
     _positive_count("train.mc_samples", cfg.train.mc_samples)
     _positive_count("train.max_samples", cfg.train.max_samples)
@@ -223,6 +251,7 @@ def check_config(cfg: Config) -> None:
                        ("optimizer.prior_std", cfg.optimizer.prior_std)):
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{key}={value}: expected a number > 0")
+    _check_optimizer(cfg)
     decay = cfg.optimizer.weight_decay
     if decay is not None and not (math.isfinite(decay) and decay >= 0):
         raise ConfigError(f"optimizer.weight_decay={decay}: expected a number >= 0, or null for 1 / (prior_std^2 N)")
@@ -238,6 +267,21 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"algorithm.hmc_target_accept={cfg.algorithm.hmc_target_accept}: expected a number "
                           "between 0 and 1")
     _check_marginal(cfg)
+
+
+def _check_optimizer(cfg: Config) -> None:
+    from vae_repro.algorithms import ALGORITHMS  # here: the algorithms build on this module
+    opt = cfg.optimizer
+    if not (math.isfinite(opt.eps) and opt.eps > 0):
+        raise ConfigError(f"optimizer.eps={opt.eps}: expected a number > 0")
+    if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
+        raise ConfigError(f"optimizer.betas={list(opt.betas)}: expected two numbers in [0, 1), e.g. [0.9,0.999]")
+    if not (math.isfinite(cfg.algorithm.beta) and cfg.algorithm.beta >= 0):
+        raise ConfigError(f"algorithm.beta={cfg.algorithm.beta}: expected a number >= 0")
+    name = str(cfg.algorithm.name)
+    if str(cfg.train.gradients) == "handwritten" and not ALGORITHMS[name].handwritten:
+        raise ConfigError(f"train.gradients=handwritten: algorithm={name} has no hand-written passes; use "
+                          "train.gradients=autograd (or auto)")
 
 
 def _check_data(cfg: Config) -> None:

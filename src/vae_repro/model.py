@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vae_repro.config import Config
+from vae_repro.config import Config, hidden_sizes
 from vae_repro.likelihoods import LIKELIHOODS, LOG_2PI, BernoulliPixels, Likelihood
 from vae_repro.noise import Noise
 from vae_repro.own_tensors import load_own_tensor, own_shape
@@ -65,21 +65,24 @@ class VAE(nn.Module):
     no gradient) to the largest, `latent_dim`. A single model is the stack of one. Every pass
     takes and returns tensors with the stack as their first dimension."""
 
-    def __init__(self, input_dim: int, hidden_size: int, latent_dims: int | list[int], activation: str = "tanh",
-                 init_std: float = 0.01, likelihood: Likelihood | None = None,
+    def __init__(self, input_dim: int, hidden_sizes: int | list[int], latent_dims: int | list[int],
+                 activation: str = "tanh", init_std: float = 0.01, likelihood: Likelihood | None = None,
                  seeds: list[int] | None = None):
         super().__init__()
+        hidden = [hidden_sizes] if isinstance(hidden_sizes, int) else list(hidden_sizes)
         self.latent_dims = [latent_dims] if isinstance(latent_dims, int) else list(latent_dims)
         self.latent_dim, stack = max(self.latent_dims), len(self.latent_dims)
         self.act, self.act_, self.act_grad = (ACTIVATIONS[activation], ACTIVATIONS_IN_PLACE[activation],
                                               ACTIVATION_GRADS[activation])
         self.likelihood = likelihood or BernoulliPixels()
-        self.enc_hidden = StackedLinear(stack, input_dim, hidden_size)
-        self.enc_out = StackedLinear(stack, hidden_size, 2 * self.latent_dim)  # mean and log variance of q(z|x)
-        self.dec_hidden = StackedLinear(stack, self.latent_dim, hidden_size)
-        self.dec_out = StackedLinear(stack, hidden_size, self.likelihood.outputs_per_pixel * input_dim)
+        # The encoder's hidden layers as listed, the decoder's mirrored. A network's layers in order, as
+        # plain lists for the passes: the first and the output layers keep the names of the paper's
+        # one-layer model (enc_hidden, enc_out, dec_hidden, dec_out), deeper ones are enc_hidden_2, ...
+        self.enc_layers = self._add_layers("enc", stack, [input_dim, *hidden, 2 * self.latent_dim])
+        self.dec_layers = self._add_layers("dec", stack, [self.latent_dim, *reversed(hidden),
+                                                          self.likelihood.outputs_per_pixel * input_dim])
         self._set_padding()
-        names = [f"{layer}.weight" for layer in ("enc_hidden", "enc_out", "dec_hidden", "dec_out")]
+        names = [name for name, _ in self.named_parameters() if name.endswith(".weight")]
         for k in range(stack):
             if seeds is not None:
                 torch.manual_seed(seeds[k])
@@ -90,6 +93,13 @@ class VAE(nn.Module):
             for name, layer in zip(names, own):
                 nn.init.normal_(layer.weight, 0.0, init_std)
                 load_own_tensor(self, name, self.get_parameter(name), k, layer.weight.detach())
+
+    def _add_layers(self, network: str, stack: int, sizes: list[int]) -> list[StackedLinear]:
+        """The layers between `sizes`, registered in order as network_hidden, network_hidden_2, ..., network_out."""
+        names = [f"{network}_hidden" + (f"_{i + 1}" if i else "") for i in range(len(sizes) - 2)] + [f"{network}_out"]
+        for name, n_in, n_out in zip(names, sizes, sizes[1:]):
+            self.add_module(name, StackedLinear(stack, n_in, n_out))
+        return [self.get_submodule(name) for name in names]
 
     def _set_padding(self) -> None:
         """The stack's masks of each model's own latent units, None where no model is padded."""
@@ -119,18 +129,22 @@ class VAE(nn.Module):
         return [p for name, p in self.named_parameters() if name.endswith("weight")]
 
     def encoder_parameters(self) -> list[nn.Parameter]:
-        return [*self.enc_hidden.parameters(), *self.enc_out.parameters()]
+        return [p for layer in self.enc_layers for p in layer.parameters()]
 
     def decoder_parameters(self) -> list[nn.Parameter]:
-        return [*self.dec_hidden.parameters(), *self.dec_out.parameters()]
+        return [p for layer in self.dec_layers for p in layer.parameters()]
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, logvar = self.enc_out(self.act(self.enc_hidden(x))).chunk(2, dim=-1)
+        for layer in self.enc_layers[:-1]:
+            x = self.act(layer(x))
+        mean, logvar = self.enc_out(x).chunk(2, dim=-1)
         return mean, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The decoder's output layer: the parameters of p(x|z)."""
-        return self.dec_out(self.act(self.dec_hidden(z)))
+        for layer in self.dec_layers[:-1]:
+            z = self.act(layer(z))
+        return self.dec_out(z)
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
         """The mean of p(x|z): the pictures of Figures 4 and 5."""
@@ -150,43 +164,58 @@ class VAE(nn.Module):
         kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(-1)
         return log_px.mean(1), kl
 
-    # Hand-written passes. "pre" is a layer's output before its activation.
+    # Hand-written passes. "pre" is a layer's output before its activation; `hs` are the outputs of a
+    # network's hidden layers, after it.
 
-    def _encoder_forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        h_enc = self.act_(self.enc_hidden(x))
-        mean, logvar = self.enc_out(h_enc).chunk(2, dim=-1)
-        return h_enc, mean, logvar
+    def _hidden_forward(self, layers: list[StackedLinear], x: torch.Tensor) -> list[torch.Tensor]:
+        hs = []
+        for layer in layers:
+            x = self.act_(layer(x))
+            hs.append(x)
+        return hs
 
-    def _encoder_backward(self, x: torch.Tensor, h_enc: torch.Tensor, d_enc_out: torch.Tensor) -> None:
+    def _layers_backward(self, layers: list[StackedLinear], inputs: list[torch.Tensor], d_out: torch.Tensor
+                         ) -> torch.Tensor:
+        """The .grad of a network's `layers` from the gradient of the last one's output; inputs[i] is the
+        input of layers[i]. Returns the gradient of the first layer's output (its pre-activation)."""
+        d_pre = d_out
+        for layer, layer_input in zip(layers[:0:-1], inputs[:0:-1]):
+            d_below = d_pre.bmm(layer.weight).mul_(self.act_grad(layer_input))
+            _set_grads(layer, d_pre, layer_input)
+            d_pre = d_below
+        _set_grads(layers[0], d_pre, inputs[0])
+        return d_pre
+
+    def _encoder_forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        hs = self._hidden_forward(self.enc_layers[:-1], x)
+        mean, logvar = self.enc_out(hs[-1]).chunk(2, dim=-1)
+        return hs, mean, logvar
+
+    def _encoder_backward(self, x: torch.Tensor, hs: list[torch.Tensor], d_enc_out: torch.Tensor) -> None:
         """d_enc_out: the gradient of the encoder's output, mean and log variance side by side."""
-        d_enc_hidden = d_enc_out.bmm(self.enc_out.weight).mul_(self.act_grad(h_enc))
-        _set_grads(self.enc_out, d_enc_out, h_enc)
-        _set_grads(self.enc_hidden, d_enc_hidden, x)
+        self._layers_backward(self.enc_layers, [x, *hs], d_enc_out)
 
-    def _decoder_forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h_dec = self.act_(self.dec_hidden(z))
-        return h_dec, self.dec_out(h_dec)
+    def _decoder_forward(self, z: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        hs = self._hidden_forward(self.dec_layers[:-1], z)
+        return hs, self.dec_out(hs[-1])
 
     def _decoder_backward(self, z: torch.Tensor, x: torch.Tensor, scale: float) -> torch.Tensor:
         """The gradient of scale * -sum log p(x|z) over the rows of z and x, written into the decoder's
-        .grad; returns its gradient with respect to the decoder's hidden pre-activation."""
-        h_dec, out = self._decoder_forward(z)
-        return self._decoder_backward_from(z, h_dec, self.likelihood.nll_grad(out, x, scale))
+        .grad; returns its gradient with respect to the decoder's first pre-activation."""
+        hs, out = self._decoder_forward(z)
+        return self._decoder_backward_from(z, hs, self.likelihood.nll_grad(out, x, scale))
 
-    def _decoder_backward_from(self, z: torch.Tensor, h_dec: torch.Tensor, d_out: torch.Tensor) -> torch.Tensor:
-        """The decoder's .grad from the gradient of its output layer; returns the gradient of its hidden
+    def _decoder_backward_from(self, z: torch.Tensor, hs: list[torch.Tensor], d_out: torch.Tensor) -> torch.Tensor:
+        """The decoder's .grad from the gradient of its output layer; returns the gradient of its first
         pre-activation."""
-        d_dec_hidden = d_out.bmm(self.dec_out.weight).mul_(self.act_grad(h_dec))
-        _set_grads(self.dec_out, d_out, h_dec)
-        _set_grads(self.dec_hidden, d_dec_hidden, z)
-        return d_dec_hidden
+        return self._layers_backward(self.dec_layers, [z, *hs], d_out)
 
     @torch.no_grad()
     def negative_elbo_backward(self, x: torch.Tensor, eps: torch.Tensor) -> None:
         """The gradient of AEVB's loss, the mean over the batch of KL - E_q[log p(x|z)] as `forward`
         computes it, in every parameter's .grad."""
         stack, n_samples, batch = eps.shape[:3]
-        h_enc, mean, logvar = self._encoder_forward(x)
+        hs_enc, mean, logvar = self._encoder_forward(x)
         z, std = reparameterize(mean, logvar, eps)
         xs = x.repeat(1, n_samples, 1) if n_samples > 1 else x
         d_dec_hidden = self._decoder_backward(z, xs, 1.0 / (n_samples * batch))
@@ -195,7 +224,7 @@ class VAE(nn.Module):
         d_mean, d_logvar = d_enc_out.chunk(2, dim=-1)
         torch.add(d_z.sum(1), mean, alpha=1.0 / batch, out=d_mean)
         torch.add((d_z * eps).sum(1) * (0.5 * std), (std.square() - 1.0) * (0.5 / batch), out=d_logvar)
-        self._encoder_backward(x, h_enc, d_enc_out)
+        self._encoder_backward(x, hs_enc, d_enc_out)
 
     @torch.no_grad()
     def iwae_backward(self, x: torch.Tensor, eps: torch.Tensor) -> None:
@@ -204,15 +233,15 @@ class VAE(nn.Module):
         .grad: each sample's gradient of log w_i weighted by its normalized weight (Burda et al.,
         2015, eq. 14). log q(z_i|x) and log p(z_i) count each model's own units of z."""
         stack, n_samples, batch = eps.shape[:3]
-        h_enc, mean, logvar = self._encoder_forward(x)
+        hs_enc, mean, logvar = self._encoder_forward(x)
         z, std = reparameterize(mean, logvar, eps)
-        h_dec, out = self._decoder_forward(z)
+        hs_dec, out = self._decoder_forward(z)
         nll, d_out = self.likelihood.nll_backward(out, x.repeat(1, n_samples, 1) if n_samples > 1 else x, 1.0)
         log_q = -0.5 * (self.own_units.view(-1, 1, 1) * LOG_2PI + logvar.sum(-1).unsqueeze(1) + eps.square().sum(-1))
         log_w = (self.log_prior(z) - nll).view(stack, n_samples, batch) - log_q
         # Normalized per datapoint along the last dim: along dim 1, softmax's result depends on the thread count.
         weights = torch.softmax(log_w.transpose(1, 2), dim=-1).div_(batch).transpose(1, 2).reshape(stack, -1, 1)
-        d_dec_hidden = self._decoder_backward_from(z, h_dec, d_out.mul_(weights))
+        d_dec_hidden = self._decoder_backward_from(z, hs_dec, d_out.mul_(weights))
         d_z = torch.baddbmm(weights * z, d_dec_hidden, self.dec_hidden.weight).view(stack, n_samples, batch, -1)
         d_enc_out = torch.empty(stack, batch, 2 * self.latent_dim, dtype=x.dtype, device=x.device)
         d_mean, d_logvar = d_enc_out.chunk(2, dim=-1)
@@ -220,7 +249,7 @@ class VAE(nn.Module):
         torch.sub((d_z * eps).sum(1) * (0.5 * std), 0.5 / batch, out=d_logvar)
         if self.own_outputs is not None:  # the padding's log variance would have the constant's gradient
             d_enc_out.mul_(self.own_outputs)
-        self._encoder_backward(x, h_enc, d_enc_out)
+        self._encoder_backward(x, hs_enc, d_enc_out)
 
     @torch.no_grad()
     def wake_backward(self, x: torch.Tensor, eps: torch.Tensor) -> None:
@@ -235,7 +264,7 @@ class VAE(nn.Module):
     def decoder_backward(self, z: torch.Tensor, x: torch.Tensor) -> None:
         """The gradient of -log p(x|z) averaged over the rows of the pairs (z, x), in the decoder's
         .grad only: the wake phase, and Monte Carlo EM's M-step."""
-        for layer in (self.enc_hidden, self.enc_out):
+        for layer in self.enc_layers:
             layer.weight.grad = layer.bias.grad = None
         self._decoder_backward(z, x, 1.0 / x.shape[1])
 
@@ -251,9 +280,12 @@ class VAE(nn.Module):
     @torch.no_grad()
     def log_joint_and_grad(self, z: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """log p(x|z) + log p(z) of each row and its gradient with respect to z: what HMC needs."""
-        h_dec, out = self._decoder_forward(z)
+        hs, out = self._decoder_forward(z)
         nll, d_out = self.likelihood.nll_backward(out, x, 1.0)
-        d_z = d_out.bmm(self.dec_out.weight).mul_(self.act_grad(h_dec)).bmm(self.dec_hidden.weight)
+        d_pre = d_out
+        for layer, layer_input in zip(self.dec_layers[:0:-1], hs[::-1]):
+            d_pre = d_pre.bmm(layer.weight).mul_(self.act_grad(layer_input))
+        d_z = d_pre.bmm(self.dec_hidden.weight)
         return self.log_prior(z) - nll, d_z.neg_().sub_(z)
 
     @torch.no_grad()
@@ -266,23 +298,23 @@ class VAE(nn.Module):
         """The gradient of the sleep phase's loss, -log q(z|x) averaged over the batch of dreamt
         pairs (z, x), in the encoder's .grad only."""
         batch = x.shape[1]
-        h_enc, mean, logvar = self._encoder_forward(x)
+        hs_enc, mean, logvar = self._encoder_forward(x)
         inv_var = torch.exp(-logvar)
         diff = z - mean
         sq = diff.square() * inv_var
-        for layer in (self.dec_hidden, self.dec_out):
+        for layer in self.dec_layers:
             layer.weight.grad = layer.bias.grad = None
         d_enc_out = torch.cat([-diff * inv_var / batch, (1.0 - sq) * (0.5 / batch)], dim=-1)
         if self.own_outputs is not None:
             d_enc_out.mul_(self.own_outputs)
-        self._encoder_backward(x, h_enc, d_enc_out)
+        self._encoder_backward(x, hs_enc, d_enc_out)
 
 
 def build_model(cfgs: list[Config], input_dim: int) -> VAE:
     """The stack of the models of `cfgs` (which differ at most in seed, latent_dim and step size),
     each initialised as it would be alone."""
     model = cfgs[0].model
-    return VAE(input_dim, model.hidden_size, [c.latent_dim for c in cfgs], str(model.activation), model.init_std,
+    return VAE(input_dim, hidden_sizes(model), [c.latent_dim for c in cfgs], str(model.activation), model.init_std,
                LIKELIHOODS[str(model.likelihood)].from_config(model), seeds=[c.seed for c in cfgs])
 
 

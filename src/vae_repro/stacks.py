@@ -6,14 +6,15 @@ model where it was). Within such a group, jobs are taken by N_z, and a stack clo
 padding of its smallest model to the largest N_z would cost that model more than `max_padding`
 of its own work, or when it holds `max_models`.
 """
-from vae_repro.config import Config, stack_key
+from vae_repro.config import Config, hidden_sizes, stack_key
 from vae_repro.likelihoods import LIKELIHOODS
 
 
 def work_per_sample(cfg: Config, input_dim: int, latent_dim: int) -> int:
     """The weights a step multiplies by, per sample: its products' work, padded to `latent_dim`."""
-    outputs = LIKELIHOODS[str(cfg.model.likelihood)].outputs_per_pixel
-    return cfg.model.hidden_size * (input_dim * (1 + outputs) + 3 * latent_dim)
+    outputs, sizes = LIKELIHOODS[str(cfg.model.likelihood)].outputs_per_pixel, hidden_sizes(cfg.model)
+    between = sum(a * b for a, b in zip(sizes, sizes[1:]))  # each inner product in the encoder and the decoder
+    return input_dim * sizes[0] * (1 + outputs) + 3 * latent_dim * sizes[-1] + 2 * between
 
 
 def plan_stacks(cfgs: list[Config], positions: list[int], input_dims: list[int], max_models: int,

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vae_repro.adagrad import Adagrad
 from vae_repro.algorithms import ALGORITHMS, Algorithm, replayed_in_cuda_graph
 from vae_repro.checkpoint import (CheckpointError, Progress, Record, SaveError, StopSignals, checkpoint_state,
                                   restore_stack, save_model, save_stack)
@@ -35,6 +34,7 @@ from vae_repro.model import build_model, compile_passes
 from vae_repro.metrics import Evaluation
 from vae_repro.records import MetricsLog, Row, Summary, record_failure
 from vae_repro.noise import Noise
+from vae_repro.optimizers import Optimizer
 from vae_repro.rundir import RunDirLock
 from vae_repro.schedule import Events, passed
 from vae_repro.trackers import Tracker, open_trackers
@@ -100,7 +100,7 @@ class Job:
             compile_passes(self.model, algorithm.passes)
         self.weight_decay = weight_decay(cfg, len(self.train_x))
         self.lrs = [c.optimizer.lr for c in self.cfgs]
-        self.optimizer = Adagrad(self.model, self.lrs, self.weight_decay)
+        self.optimizer = Optimizer(self.model, self.lrs, self.weight_decay, cfg.optimizer)
         self.noise = Noise.seeded([c.seed for c in self.cfgs], self.model.latent_dims, self.device,
                                   self.model.latent_dim)
         self.make_batch_buffers()
@@ -253,7 +253,7 @@ class Job:
         for p in self.model.parameters():
             p.data, p.grad = take(p.data), None
         self.model.set_latent_dims(take(self.model.latent_dims))
-        self.optimizer.sums, self.optimizer.lrs = [take(s) for s in self.optimizer.sums], take(self.optimizer.lrs)
+        self.optimizer.keep(take)
         self.noise.gens, self.noise.latent_dims = take(self.noise.gens), take(self.noise.latent_dims)
         self.algorithm_state = {key: take(value) for key, value in self.algorithm_state.items()}
         self.perms = take(self.perms) if self.perms is not None else None
@@ -277,7 +277,7 @@ class Job:
         try:
             with StopSignals() as stop, logs_above_the_bar():
                 self.summaries_now("running")
-                # Minibatches of the warm-up only fill Adagrad's accumulator.
+                # Minibatches of the warm-up only fill the optimizer's state.
                 self.optimizer.lrs = [0.0] * len(self.lrs) if self.events.in_warmup(self.progress.steps) else self.lrs
                 while self.cfgs and self.progress.steps < self.events.last and stop.received is None:
                     before = self.progress.steps
