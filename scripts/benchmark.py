@@ -26,9 +26,13 @@ Measures, on the same data and machine:
              core (`yes`), with the default threads=0 (the count chosen while it trains), one
              thread, and all cores fixed: what a job keeps of its speed on a shared machine
   curve      both loops trained for --curve-samples with the same settings, ELBO side by side
+  depth      two hidden layers of 200 and N_z = 50 (the IWAE paper's model), AEVB: the hand-written
+             step, the autograd path (train.gradients=autograd) and a textbook nn.Module loop of the
+             same model over a TensorDataset; then the paper's model with Adam against Adagrad, and
+             its autograd path
   before     with --before DIR (a checkout of the code before a change): the jobs of
              scripts/same_results.sh, each timed with that code and this, in turns
---only SECTION ... runs some of them (textbook, frey, fig3, floor, share, curve, before).
+--only SECTION ... runs some of them (textbook, frey, fig3, floor, share, curve, depth, before).
 Without the dataset's files under --data-root it makes random full-size IDX files, and
 without <data-root>/FreyFace/frey_rawface.mat random frames.
 """
@@ -63,7 +67,8 @@ FIG3_LATENT, FIG3_HIDDEN, FIG3_TRAIN = 3, 100, 1000  # Figure 3's model and its 
 FIG3_EVALS_PER_DECADE, FIG3_RUN_SAMPLES = 2, (10_000_000, 60_000_000)  # sweep=fig3's schedule; run lengths
 TEXTBOOK_EVAL_EVERY = 100_000
 PAPER_SAMPLES = 100_000_000
-SECTIONS = ["textbook", "frey", "fig3", "floor", "share", "curve", "before"]
+DEEP_LATENT, DEEP_HIDDEN = 50, [200, 200]  # the IWAE paper's model
+SECTIONS = ["textbook", "frey", "fig3", "floor", "share", "curve", "depth", "before"]
 REPO = Path(__file__).resolve().parents[1]
 PROBE_S, PROBE_EVERY_S = 0.3, 10.0  # the large matmul's measurements within a job: length, interval
 
@@ -133,7 +138,7 @@ def products_only(model, device):
     each layer's forward product and its weight gradient, and the gradient of its input for all
     but the first layer (whose input is the data). On a CUDA device they are replayed as one
     CUDA graph, as the step is: launched one by one, they would time the launches."""
-    layers = [model.enc_hidden, model.enc_out, model.dec_hidden, model.dec_out]
+    layers = [*model.enc_layers, *model.dec_layers]
     stack = len(model.latent_dims)
     inputs = [torch.rand(stack, BATCH, layer.weight.shape[2], device=device) for layer in layers]
     output_grads = [torch.rand(stack, BATCH, layer.weight.shape[1], device=device) for layer in layers]
@@ -162,7 +167,7 @@ def products_only(model, device):
 def flops_per_sample(model) -> int:
     """Three products per layer (forward, weight and input gradient), as the utilization figures count them."""
     return 3 * 2 * sum(layer.weight.shape[1] * layer.weight.shape[2]
-                       for layer in (model.enc_hidden, model.enc_out, model.dec_hidden, model.dec_out))
+                       for layer in (*model.enc_layers, *model.dec_layers))
 
 
 def warm_up(loops: dict) -> None:
@@ -451,6 +456,32 @@ def compare_frey_with_textbook(args, device, frey_train, frey_test) -> None:
           f"({frey_best['textbook'] / frey_best['project']:.2f}x the textbook loop)")
 
 
+def compare_depths_and_optimizers(args, device, train_x, test_x) -> None:
+    """Steps per second, training only, of the IWAE paper's model (AEVB) by its hand-written step, the
+    autograd path and a textbook loop; of the paper's model with Adam, Adagrad and autograd."""
+    def project(gradients="auto", optimizer="adagrad", deep=True):
+        cfg = setup_config("mnist", device)
+        cfg.train.gradients, cfg.optimizer.name = gradients, optimizer
+        if deep:
+            cfg.latent_dim, cfg.model.hidden_sizes = DEEP_LATENT, DEEP_HIDDEN
+        return Project(cfg, train_x, test_x).train
+    textbook = textbook_frey(train_x, test_x, device, DEEP_HIDDEN, DEEP_LATENT, gaussian=False)
+    loops = {"deep: hand-written step": project(), "deep: autograd path": project("autograd"),
+             "deep: textbook loop": textbook.train, "paper's: Adagrad": project(deep=False),
+             "paper's: Adam": project(optimizer="adam", deep=False),
+             "paper's: autograd path": project("autograd", deep=False)}
+    best = best_in_turns(loops, args.project_samples, args.rounds)
+    print(f"\nThe IWAE paper's model (H={DEEP_HIDDEN}, N_z={DEEP_LATENT}) and the paper's (H={MNIST_HIDDEN}, "
+          f"N_z={MNIST_LATENT}), AEVB, training only:")
+    for name, s in best.items():
+        print(f"{name:34}{1 / s:12,.0f} samples/s")
+    hand = best["deep: hand-written step"]
+    print(f"deep, hand-written step:            {best['deep: autograd path'] / hand:6.2f}x the autograd path, "
+          f"{best['deep: textbook loop'] / hand:.2f}x the textbook loop")
+    adam, adagrad = best["paper's: Adam"], best["paper's: Adagrad"]
+    print(f"paper's model, Adam's step:         {adam / adagrad:6.2f}x Adagrad's time per sample")
+
+
 def print_floor_table(args, device, setups) -> None:
     """`setups`: (name, setup, (train_x, test_x)) of each row."""
     print(f"\nDistance to the floor: the AEVB step against its matrix products alone, and a whole job of "
@@ -519,6 +550,8 @@ def main():
             print_fair_share(args, dataset, root)
         if "curve" in args.only and args.curve_samples:
             print_curves(args, device, dataset, root, train_x, test_x)
+        if "depth" in args.only:
+            compare_depths_and_optimizers(args, device, train_x, test_x)
         if "before" in args.only and args.before is not None:
             print_before(args, root)
     return 0 if math.isfinite(step_rate) else 1

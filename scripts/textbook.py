@@ -12,24 +12,32 @@ from vae_repro.data import DATASETS
 LATENT, HIDDEN, INPUT, BATCH, LR = 20, 500, 784, 100, 0.02
 
 
+def tanh_layers(sizes):
+    return nn.Sequential(*(module for a, b in zip(sizes, sizes[1:]) for module in (nn.Linear(a, b), nn.Tanh())))
+
+
 class TextbookVAE(nn.Module):
     """The VAE as tutorials write it (pytorch/examples vae/main.py), with the paper's sizes and init;
-    `gaussian` gives the Frey Face decoder (sigmoid means and a log variance per pixel)."""
+    `hidden` a list for more hidden layers (mirrored in the decoder); `gaussian` gives the Frey Face
+    decoder (sigmoid means and a log variance per pixel)."""
 
     def __init__(self, input_dim=INPUT, hidden=HIDDEN, latent=LATENT, gaussian=False):
         super().__init__()
+        hidden = [hidden] if isinstance(hidden, int) else hidden
         self.input_dim, self.gaussian = input_dim, gaussian
-        self.fc1, self.fc21, self.fc22 = nn.Linear(input_dim, hidden), nn.Linear(hidden, latent), nn.Linear(hidden, latent)
-        self.fc3, self.fc4 = nn.Linear(latent, hidden), nn.Linear(hidden, input_dim * (2 if gaussian else 1))
-        for layer in (self.fc1, self.fc21, self.fc22, self.fc3, self.fc4):
-            nn.init.normal_(layer.weight, 0, 0.01)
-            nn.init.zeros_(layer.bias)
+        self.encoder, self.decoder = tanh_layers([input_dim, *hidden]), tanh_layers([latent, *reversed(hidden)])
+        self.fc21, self.fc22 = nn.Linear(hidden[-1], latent), nn.Linear(hidden[-1], latent)
+        self.fc4 = nn.Linear(hidden[0], input_dim * (2 if gaussian else 1))
+        for layer in self.modules():
+            if isinstance(layer, nn.Linear):
+                nn.init.normal_(layer.weight, 0, 0.01)
+                nn.init.zeros_(layer.bias)
 
     def forward(self, x):
-        h = torch.tanh(self.fc1(x.view(-1, self.input_dim)))
+        h = self.encoder(x.view(-1, self.input_dim))
         mu, logvar = self.fc21(h), self.fc22(h)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        out = self.fc4(torch.tanh(self.fc3(z)))
+        out = self.fc4(self.decoder(z))
         if self.gaussian:
             mean, x_logvar = out.chunk(2, dim=-1)
             return (torch.sigmoid(mean), x_logvar), mu, logvar
@@ -88,7 +96,8 @@ def textbook_mnist(dataset, root, device):
                     device)
 
 
-def textbook_frey(train_x, test_x, device, hidden, latent):
-    """The frames as one float tensor in a TensorDataset, as tutorials load a .mat file; the Gaussian decoder."""
+def textbook_frey(train_x, test_x, device, hidden, latent, gaussian=True):
+    """The images as one float tensor in a TensorDataset, as tutorials load a .mat file; the Gaussian
+    decoder (the Bernoulli one with `gaussian` false)."""
     sets = [TensorDataset(x.float() / 255, torch.zeros(len(x))) for x in (train_x, test_x)]
-    return Textbook(*sets, device, TextbookVAE(train_x.shape[1], hidden, latent, gaussian=True))
+    return Textbook(*sets, device, TextbookVAE(train_x.shape[1], hidden, latent, gaussian=gaussian))

@@ -215,6 +215,22 @@ BAD_INPUTS = [
     (["-m", "latent_dim=2,3", "hydra.sweep.dir=a_file"], ("hydra.sweep.dir", "a_file/0", "is a file")),
     (["hydra.run.dir=/proc/run"], ("hydra.run.dir", "/proc/run", "cannot make")),
     (["-m", "latent_dim=2,3", "--cfg", "hydra"], ("--cfg hydra", "-m", "--cfg job")),
+    (["model.hidden_sizes=[]"], ("model.hidden_sizes=[]", ">= 1", "[200,200]")),
+    (["model.hidden_sizes=[200,0]"], ("model.hidden_sizes=[200, 0]", ">= 1")),
+    (["model.hidden_sizes=[200,-5]"], ("model.hidden_sizes=[200, -5]", ">= 1")),
+    (["model.hidden_sizes=[200,abc]"], ("model.hidden_sizes", "'abc'", "Integer")),
+    (["model.hidden_sizes=[200,2.5]"], ("model.hidden_sizes", "'2.5'", "Integer")),
+    (["model.hidden_sizes=200"], ("model.hidden_sizes", "expected a list in brackets", "model.hidden_sizes=[...]")),
+    (["optimizer=sgd"], ("optimizer/sgd", "adagrad adam")),
+    (["optimizer.name=sgd"], ("optimizer.name", "'sgd'", "adagrad, adam")),
+    (["optimizer=adam", "optimizer.betas=[0.9,1.0]"], ("optimizer.betas=[0.9, 1.0]", "[0, 1)")),
+    (["optimizer=adam", "optimizer.betas=[-0.1,0.9]"], ("optimizer.betas=[-0.1, 0.9]", "[0, 1)")),
+    (["optimizer=adam", "optimizer.betas=[0.9]"], ("optimizer.betas=[0.9]", "two numbers")),
+    (["optimizer=adam", "optimizer.eps=0"], ("optimizer.eps=0.0", "> 0")),
+    (["algorithm=beta_vae", "algorithm.beta=-1"], ("algorithm.beta=-1.0", ">= 0")),
+    (["algorithm=beta_vae", "train.gradients=handwritten"], ("train.gradients=handwritten", "beta_vae",
+                                                              "train.gradients=autograd")),
+    (["train.gradients=magic"], ("train.gradients", "'magic'", "auto, handwritten, autograd")),
 ]
 
 

@@ -18,7 +18,11 @@ pytestmark = pytest.mark.slow
 # Its step costs about 16 passes through the decoder, so it gets Figure 3's smaller model.
 ALGORITHM_ARGS = {"aevb": ["algorithm=aevb"], "wake_sleep": ["algorithm=wake_sleep"], "iwae": ["algorithm=iwae"],
                   "mcem": ["algorithm=mcem", "latent_dim=3", "model.hidden_size=100", "eval.marginal=hmc",
-                           "eval.marginal_points=20", "eval.marginal_burn_in=5", "eval.marginal_samples=10"]}
+                           "eval.marginal_points=20", "eval.marginal_burn_in=5", "eval.marginal_samples=10"],
+                  # Two hidden layers, Adam and its staged step sizes, by the hand-written passes and by autograd.
+                  "iwae_deep_adam": ["algorithm=iwae", "model.hidden_sizes=[40,30]", "optimizer=adam",
+                                     "optimizer.lr_stages=4", "eval.active_units=true"],
+                  "beta_vae_autograd": ["algorithm=beta_vae", "model.hidden_sizes=[40,30]", "optimizer=adam"]}
 
 
 @pytest.fixture(scope="module", params=list(ALGORITHM_ARGS))

@@ -5,13 +5,14 @@ import torch
 from helpers import metrics_rows, rows_without_wall_time
 
 from vae_repro.checkpoint import load_run
-from vae_repro.config import Config, DataConfig, EvalConfig, TrainConfig
+from vae_repro.config import Config, DataConfig, EvalConfig, OptimizerConfig, TrainConfig
 from vae_repro.data import load_dataset, select_train, to_unit_interval
+from vae_repro.losses import by_autograd, negative_elbo
 from vae_repro.metrics import active_units
 from vae_repro.model import VAE, build_model
 from vae_repro.own_tensors import own_state_dict
+from vae_repro.schedule import Events
 from vae_repro.train import Diverged, Job, train
-
 
 COLUMNS = ["samples", "train_elbo", "train_log_px", "train_kl", "test_elbo", "test_log_px", "test_kl", "wall_s"]
 
@@ -257,3 +258,53 @@ def test_active_units_count_the_latent_units_whose_mean_varies_across_images():
     images = torch.tensor([[0, 0, 0, 0], [255, 0, 0, 0]] * 50, dtype=torch.uint8)
     assert active_units(model, images) == [1, 0]
     assert active_units(model, images, threshold=1e-6) == [1, 1]
+
+
+def test_the_autograd_path_trains_the_paper_model_along_the_hand_written_curve(data_root, tmp_path):
+    """AEVB on the paper's model: in fp32 the two paths' gradients differ by rounding (a few 1e-7 of
+    each tensor's largest entry), and 300 steps later their curves by under 0.1%. Adagrad's first
+    steps, g / sqrt(g^2), take the sign of every entry of the gradient, which turns the rounding of
+    entries near zero into whole steps; from there the two runs train the same way."""
+    torch.manual_seed(0)
+    model, x, eps = VAE(784, 500, 20), torch.rand(1, 100, 784).round(), torch.randn(1, 1, 100, 20)
+    model.negative_elbo_backward(x, eps)
+    hand_written = [p.grad.clone() for p in model.parameters()]
+    by_autograd(model, negative_elbo, list(model.parameters()))(x, eps)
+    for p, grad in zip(model.parameters(), hand_written):
+        assert (p.grad - grad).abs().max() < 1e-5 * grad.abs().max()
+
+    curves = {}
+    for gradients in ("handwritten", "autograd"):
+        cfg = quick_config(data_root, gradients=gradients)
+        cfg.model.hidden_size = 100
+        train(cfg, tmp_path / gradients)
+        curves[gradients] = [(float(r["train_elbo"]), float(r["test_elbo"])) for r in metrics_rows(tmp_path / gradients)]
+    assert len(curves["autograd"]) == len(curves["handwritten"]) == 4
+    for ours, theirs in zip(curves["handwritten"], curves["autograd"]):
+        assert ours == pytest.approx(theirs, rel=1e-3)
+    assert curves["handwritten"] != curves["autograd"]  # two computations, not one
+
+
+def test_a_deep_model_with_adam_logs_its_active_units(data_root, tmp_path):
+    cfg = quick_config(data_root, max_samples=3000)
+    cfg.latent_dim, cfg.model.hidden_sizes, cfg.eval.active_units = 8, [60, 40], True
+    cfg.optimizer.name, cfg.optimizer.lr, cfg.optimizer.eps = "adam", 1e-3, 1e-4
+    summary = train(cfg, tmp_path)
+    rows = metrics_rows(tmp_path)
+    assert {"train_active_units", "test_active_units"} <= set(rows[0])
+    assert all(0 <= int(r["test_active_units"]) <= 8 for r in rows)
+    _, model = load_run(tmp_path)
+    assert [tuple(p.shape) for p in model.weights()] == [(1, 60, 784), (1, 40, 60), (1, 16, 40), (1, 40, 8),
+                                                          (1, 60, 40), (1, 784, 60)]
+    optimizer = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["optimizer"]
+    assert {"exp_avg", "exp_avg_sq", "step"} == set(optimizer["state"][0])
+    assert optimizer["state"][0]["step"].item() == summary.samples // 100
+
+
+def test_the_staged_step_sizes_follow_the_iwae_paper():
+    cfg = Config(train=TrainConfig(batch_size=100), optimizer=OptimizerConfig(lr_stages=3, warmup_steps=2))
+    events = Events.of(cfg, n_train=1050)  # 10 steps per pass: stage 0 lasts 1 pass, stage 1 three
+    assert events.stage_starts == [10, 40]
+    factors = [events.step_size_factor(step) for step in (0, 1, 2, 9, 10, 39, 40, 10_000)]
+    assert factors == [0.0, 0.0, 1.0, 1.0, 10 ** (-1 / 7), 10 ** (-1 / 7), 10 ** (-2 / 7), 10 ** (-2 / 7)]
+    assert events.step_size_changes.points == [2, 10, 40]

@@ -122,8 +122,11 @@ class OptimizerConfig:
     # N the number of training images used: weight_decay None takes that, a number overrides it.
     prior_std: float = 1.0
     weight_decay: Optional[float] = None
-    # Minibatches that only fill Adagrad's accumulator before the first update (the author's code: 100).
+    # Minibatches that only fill the optimizer's state before the first update (the author's code: 100).
     warmup_steps: int = 0
+    # 0: one step size throughout. n: the IWAE paper's schedule in n stages, stage i (from 0) lasting 3^i
+    # passes over the training images at lr * 10^(-i/7); the last stage's step size then stays.
+    lr_stages: int = 0
 
 
 @dataclass
@@ -157,6 +160,8 @@ class EvalConfig:
     marginal_burn_in: int = 25  # HMC moves before the first sample is kept
     # The importance-weighted bound with k samples (Burda et al., 2015) of each whole split, for each k.
     iwae_k: list[int] = field(default_factory=list)
+    # The active units of z on each whole split: those whose encoder mean varies, Cov_x(E_q[z_j]) > 0.01.
+    active_units: bool = False
 
 
 @dataclass
@@ -256,6 +261,7 @@ def check_config(cfg: Config) -> None:
     if decay is not None and not (math.isfinite(decay) and decay >= 0):
         raise ConfigError(f"optimizer.weight_decay={decay}: expected a number >= 0, or null for 1 / (prior_std^2 N)")
     for key, count in (("optimizer.warmup_steps", cfg.optimizer.warmup_steps), ("threads", cfg.threads),
+                       ("optimizer.lr_stages", cfg.optimizer.lr_stages),
                        ("eval.marginal_burn_in", cfg.eval.marginal_burn_in)):
         if count < 0:
             raise ConfigError(f"{key}={count}: expected a whole number >= 0")
@@ -305,6 +311,9 @@ def _check_marginal(cfg: Config) -> None:
     has_encoder = ALGORITHMS[str(cfg.algorithm.name)].has_encoder
     for k in cfg.eval.iwae_k:
         _positive_count("eval.iwae_k", k)
+    if cfg.eval.active_units and not has_encoder:
+        raise ConfigError("eval.active_units: active units are the encoder's, and "
+                          f"algorithm={cfg.algorithm.name} trains none; leave eval.active_units false")
     if cfg.eval.iwae_k and not has_encoder:
         raise ConfigError("eval.iwae_k: the importance-weighted bound samples from the encoder q(z|x), and "
                           f"algorithm={cfg.algorithm.name} trains none; leave eval.iwae_k empty")

@@ -58,8 +58,8 @@ def evaluate_marginal(estimator, model: VAE, x: torch.Tensor, noise: Noise, bina
 
 
 class Evaluation:
-    """What a job measures at each evaluation: with an encoder, the ELBO of each whole split and its
-    IWAE-k bounds (eval.iwae_k); the marginal log-likelihood of each split's first images
+    """What a job measures at each evaluation: with an encoder, the ELBO of each whole split, its
+    IWAE-k bounds (eval.iwae_k) and active units (eval.active_units); the marginal log-likelihood of each split's first images
     (eval.marginal). Each measure draws its noise afresh from the models' evaluation seeds, the same
     at every evaluation, so that successive points of a curve differ only by the training between them."""
 
@@ -67,7 +67,8 @@ class Evaluation:
         self.has_encoder, self.mc_samples, self.iwae_k = has_encoder, cfg.train.mc_samples, list(cfg.eval.iwae_k)
         self.marginal, self.marginal_points = make_estimator(cfg), cfg.eval.marginal_points
         self.binarize_dynamic = str(cfg.data.binarize) == "dynamic"
-        self.columns = list(Row.template(self.iwae_k, self.marginal is not None).by_column())
+        self.active_units = cfg.eval.active_units
+        self.columns = list(Row.template(self.iwae_k, self.marginal is not None, self.active_units).by_column())
 
     @staticmethod
     def noise(model: VAE, seeds: list[int], device: torch.device) -> Noise:
@@ -88,6 +89,9 @@ class Evaluation:
                 bounds = evaluate_iwae(model, x, k, self.noise(model, seeds, x.device), dynamic)
                 for m, bound in zip(measures, bounds):
                     m.iwae[k] = bound
+            if self.active_units:
+                for m, units in zip(measures, active_units(model, x)):
+                    m.active_units = units
         if self.marginal is not None:
             x = x[:self.marginal_points]
             marginals = evaluate_marginal(self.marginal, model, x, self.noise(model, seeds, x.device), dynamic)

@@ -20,6 +20,7 @@ class Measures:
     kl: float | None = None
     iwae: dict[int, float] = field(default_factory=dict)  # the IWAE-k bound, by k
     log_px_marginal: float | None = None
+    active_units: int | None = None
 
 
 @dataclass
@@ -31,21 +32,26 @@ class Row:
     wall_s: float = 0.0
 
     @classmethod
-    def template(cls, iwae_k: list[int], marginal: bool) -> "Row":
+    def template(cls, iwae_k: list[int], marginal: bool, active_units: bool = False) -> "Row":
         """A row with every column an evaluation of these settings fills (of unknown value)."""
-        measures = Measures(iwae=dict.fromkeys(iwae_k, math.nan), log_px_marginal=math.nan if marginal else None)
+        measures = Measures(iwae=dict.fromkeys(iwae_k, math.nan), log_px_marginal=math.nan if marginal else None,
+                            active_units=0 if active_units else None)
         return cls(0, measures, measures)
 
     def by_column(self, parts: bool = True) -> dict[str, float | None]:
         """Its values by the columns of metrics.csv, in their order; without `parts` (the samples,
-        E[log p(x|z)], the KL, the wall time), its bounds and log-likelihoods alone."""
+        E[log p(x|z)], the KL, the active units, the wall time), its bounds and log-likelihoods alone."""
         splits = [(split, getattr(self, split)) for split in SPLITS]
         names = ("elbo", "log_px", "kl") if parts else ("elbo",)
         columns = {f"{split}_{name}": getattr(m, name) for split, m in splits for name in names}
         columns |= {f"{split}_iwae{k}": m.iwae[k] for k in self.train.iwae for split, m in splits}
         if self.train.log_px_marginal is not None:
             columns |= {f"{split}_log_px_marginal": m.log_px_marginal for split, m in splits}
-        return {"samples": self.samples} | columns | {"wall_s": self.wall_s} if parts else columns
+        if not parts:
+            return columns
+        if self.train.active_units is not None:
+            columns |= {f"{split}_active_units": m.active_units for split, m in splits}
+        return {"samples": self.samples} | columns | {"wall_s": self.wall_s}
 
     def measured(self) -> dict[str, float]:
         """Its values by column, less those not measured: what a tracker logs."""

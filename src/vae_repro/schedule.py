@@ -1,6 +1,6 @@
 """When things happen in a job's training: its evaluations (log-spaced in samples, as the paper's
-curves), checkpoints, checks that the weights are finite, and the warm-up's end, all in steps,
-converted from the config's samples once."""
+curves), checkpoints, checks that the weights are finite, and the step size's changes (the warm-up's
+end, the stages of optimizer.lr_stages), all in steps, converted from the config's samples once."""
 import math
 from dataclasses import dataclass
 
@@ -58,20 +58,31 @@ class Events:
     evaluations: At
     checkpoints: Every  # after the first step at or past each multiple of train.checkpoint_every samples
     checks: Every  # that the weights are finite
-    warmup_end: At
+    warmup_end: int
+    stage_starts: list[int]  # the steps at which stages 1, 2, ... of optimizer.lr_stages start
     last: int
 
     @classmethod
-    def of(cls, cfg: Config) -> "Events":
+    def of(cls, cfg: Config, n_train: int) -> "Events":
         batch = cfg.train.batch_size  # the schedule's points are whole batches
         schedule = eval_schedule(int(cfg.train.eval_start), cfg.train.eval_points_per_decade,
                                  int(cfg.train.max_samples), batch)
+        steps_per_pass = n_train // batch  # an epoch's remainder is dropped
+        stage_starts = [steps_per_pass * (3 ** i - 1) // 2 for i in range(1, cfg.optimizer.lr_stages)]
         return cls(At([s // batch for s in schedule]), Every(math.ceil(cfg.train.checkpoint_every / batch)),
-                   Every(CHECK_EVERY), At([cfg.optimizer.warmup_steps]), schedule[-1] // batch)
+                   Every(CHECK_EVERY), cfg.optimizer.warmup_steps, stage_starts, schedule[-1] // batch)
+
+    @property
+    def step_size_changes(self) -> At:
+        return At([self.warmup_end, *self.stage_starts])
 
     def steps_to_next(self, now: int) -> int:
         return min(until(events, now) for events in (self.evaluations, self.checkpoints, self.checks,
-                                                      self.warmup_end))
+                                                      self.step_size_changes))
 
-    def in_warmup(self, step: int) -> bool:
-        return step < self.warmup_end.points[0]
+    def step_size_factor(self, step: int) -> float:
+        """The factor of optimizer.lr for the step after `step`: 0 in the warm-up (which only fills the
+        optimizer's state), 10^(-i/7) in stage i."""
+        if step < self.warmup_end:
+            return 0.0
+        return 10 ** (-sum(start <= step for start in self.stage_starts) / 7)

@@ -78,7 +78,7 @@ class Job:
         self.has_encoder = algorithm.has_encoder  # without q(z|x), no ELBO
         self.evaluation = Evaluation(cfg, self.has_encoder)
         self.columns = self.evaluation.columns
-        self.events = Events.of(cfg)
+        self.events = Events.of(cfg, len(self.train_x))
         self.settings = [job.settings for job in jobs]
         self.progress, self.perms = Progress(pos=len(self.train_x)), None
         self.records = [Record() for _ in self.cfgs]
@@ -277,8 +277,7 @@ class Job:
         try:
             with StopSignals() as stop, logs_above_the_bar():
                 self.summaries_now("running")
-                # Minibatches of the warm-up only fill the optimizer's state.
-                self.optimizer.lrs = [0.0] * len(self.lrs) if self.events.in_warmup(self.progress.steps) else self.lrs
+                self.set_step_sizes()
                 while self.cfgs and self.progress.steps < self.events.last and stop.received is None:
                     before = self.progress.steps
                     if self.steps_to_next_event(stop, bar):  # a stop too: no diverged model is checkpointed
@@ -306,7 +305,7 @@ class Job:
 
     def at_events(self, before: int, bar: tqdm) -> None:
         """What fell due after step `before`: models that diverged leave, then an evaluation, a checkpoint,
-        the warm-up's end."""
+        a change of step size (the warm-up's end, a stage's start)."""
         self.leave_if_diverged()
         now, events = self.progress.steps, self.events
         if not self.cfgs:
@@ -319,8 +318,13 @@ class Job:
             self.clock()
             self.save_checkpoints()
             self.summaries_now("running")
-        if passed(events.warmup_end, before, now):
-            self.optimizer.lrs = self.lrs
+        if passed(events.step_size_changes, before, now):
+            self.set_step_sizes()
+
+    def set_step_sizes(self) -> None:
+        """Each model's step size for the steps from here: its optimizer.lr, as the schedule scales it."""
+        factor = self.events.step_size_factor(self.progress.steps)
+        self.optimizer.lrs = [lr * factor for lr in self.lrs] if factor != 1 else list(self.lrs)
 
     def finish(self, signal_received: int | None) -> list[Summary]:
         """After the loop: each model still in the stack checkpointed, and its model.pt written unless a
