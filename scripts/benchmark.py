@@ -27,8 +27,8 @@ Measures, on the same data and machine:
              thread, and all cores fixed: what a job keeps of its speed on a shared machine
   curve      both loops trained for --curve-samples with the same settings, ELBO side by side
   depth      two hidden layers of 200 and N_z = 50 (the IWAE paper's model), AEVB: the hand-written
-             step, the autograd path (train.gradients=autograd) and a textbook nn.Module loop of the
-             same model over a TensorDataset; then the paper's model with Adam against Adagrad, and
+             step, the autograd path (train.gradients=autograd) and the textbook loop of the same
+             model (as above, and over a TensorDataset); then the paper's model with Adam against Adagrad, and
              its autograd path
   before     with --before DIR (a checkout of the code before a change): the jobs of
              scripts/same_results.sh, each timed with that code and this, in turns
@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from textbook import BATCH, LR, textbook_frey, textbook_mnist
+from textbook import BATCH, LR, TextbookVAE, textbook_frey, textbook_mnist
 
 from vae_repro.checkpoint import StopSignals
 from vae_repro.config import (AlgorithmConfig, Config, ConfigError, DataConfig, EvalConfig, ModelConfig,
@@ -456,7 +456,7 @@ def compare_frey_with_textbook(args, device, frey_train, frey_test) -> None:
           f"({frey_best['textbook'] / frey_best['project']:.2f}x the textbook loop)")
 
 
-def compare_depths_and_optimizers(args, device, train_x, test_x) -> None:
+def compare_depths_and_optimizers(args, device, dataset, root, train_x, test_x) -> None:
     """Steps per second, training only, of the IWAE paper's model (AEVB) by its hand-written step, the
     autograd path and a textbook loop; of the paper's model with Adam, Adagrad and autograd."""
     def project(gradients="auto", optimizer="adagrad", deep=True):
@@ -465,9 +465,11 @@ def compare_depths_and_optimizers(args, device, train_x, test_x) -> None:
         if deep:
             cfg.latent_dim, cfg.model.hidden_sizes = DEEP_LATENT, DEEP_HIDDEN
         return Project(cfg, train_x, test_x).train
-    textbook = textbook_frey(train_x, test_x, device, DEEP_HIDDEN, DEEP_LATENT, gaussian=False)
+    textbook = textbook_mnist(dataset, root, device, TextbookVAE(train_x.shape[1], DEEP_HIDDEN, DEEP_LATENT))
+    tensor_textbook = textbook_frey(train_x, test_x, device, DEEP_HIDDEN, DEEP_LATENT, gaussian=False)
     loops = {"deep: hand-written step": project(), "deep: autograd path": project("autograd"),
-             "deep: textbook loop": textbook.train, "paper's: Adagrad": project(deep=False),
+             "deep: textbook loop": textbook.train, "deep: textbook, TensorDataset": tensor_textbook.train,
+             "paper's: Adagrad": project(deep=False),
              "paper's: Adam": project(optimizer="adam", deep=False),
              "paper's: autograd path": project("autograd", deep=False)}
     best = best_in_turns(loops, args.project_samples, args.rounds)
@@ -477,7 +479,8 @@ def compare_depths_and_optimizers(args, device, train_x, test_x) -> None:
         print(f"{name:34}{1 / s:12,.0f} samples/s")
     hand = best["deep: hand-written step"]
     print(f"deep, hand-written step:            {best['deep: autograd path'] / hand:6.2f}x the autograd path, "
-          f"{best['deep: textbook loop'] / hand:.2f}x the textbook loop")
+          f"{best['deep: textbook loop'] / hand:.2f}x the textbook loop, "
+          f"{best['deep: textbook, TensorDataset'] / hand:.2f}x it over a TensorDataset")
     adam, adagrad = best["paper's: Adam"], best["paper's: Adagrad"]
     print(f"paper's model, Adam's step:         {adam / adagrad:6.2f}x Adagrad's time per sample")
 
@@ -551,7 +554,7 @@ def main():
         if "curve" in args.only and args.curve_samples:
             print_curves(args, device, dataset, root, train_x, test_x)
         if "depth" in args.only:
-            compare_depths_and_optimizers(args, device, train_x, test_x)
+            compare_depths_and_optimizers(args, device, dataset, root, train_x, test_x)
         if "before" in args.only and args.before is not None:
             print_before(args, root)
     return 0 if math.isfinite(step_rate) else 1

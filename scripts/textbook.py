@@ -89,11 +89,12 @@ class Textbook:
         return elbos
 
 
-def textbook_mnist(dataset, root, device):
-    """torchvision's dataset with a per-image ToTensor, as tutorials load MNIST."""
+def textbook_mnist(dataset, root, device, model=None):
+    """torchvision's dataset with a per-image ToTensor, as tutorials load MNIST; the paper's model
+    unless `model` is given."""
     transform, dataset_cls = torchvision.transforms.ToTensor(), getattr(torchvision.datasets, DATASETS[dataset])
     return Textbook(*(dataset_cls(root, train=train, download=False, transform=transform) for train in (True, False)),
-                    device)
+                    device, model)
 
 
 def textbook_frey(train_x, test_x, device, hidden, latent, gaussian=True):

@@ -103,6 +103,19 @@ def test_fig3_sweep_runs_three_algorithms_on_two_training_set_sizes():
     assert {(c.latent_dim, c.model.hidden_size, str(c.eval.marginal)) for c in cfgs} == {(3, 100, "hmc")}
 
 
+def test_iwae_paper_sweep_trains_its_model_with_k_1_5_50():
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        jobs, _ = _sweep_jobs(["sweep=iwae_paper"])
+        cfgs = [OmegaConf.to_object(compose("config", overrides=job)) for job in jobs]
+    assert sorted(c.algorithm.k for c in cfgs) == [1, 5, 50]
+    assert {(c.train.max_samples, c.train.eval_points_per_decade) for c in cfgs} == {(1.968e8, 2)}
+    assert {(str(c.algorithm.name), c.latent_dim, tuple(c.model.hidden_sizes), str(c.data.binarize)) for c in cfgs} == {
+        ("iwae", 50, (200, 200), "dynamic")}
+    assert {(str(c.optimizer.name), c.optimizer.lr, tuple(c.optimizer.betas), c.optimizer.eps, c.optimizer.lr_stages,
+             c.optimizer.weight_decay) for c in cfgs} == {("adam", 1e-3, (0.9, 0.999), 1e-4, 8, 0.0)}
+    assert {(str(c.eval.marginal), c.eval.marginal_samples, c.eval.active_units) for c in cfgs} == {("is", 5000, True)}
+
+
 @pytest.mark.parametrize("launcher,n_jobs,expected", [
     ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 10, 1),
     ({"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": -1}, 10, "cores"),

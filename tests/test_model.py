@@ -198,11 +198,12 @@ def test_gaussian_dreams_are_draws_around_the_decoder_mean():
     assert torch.allclose(x.var(0), torch.exp(logvar)[0, 0], rtol=0.05)
 
 
+@pytest.mark.parametrize("hidden", [7, [7, 5, 4]], ids=["1 layer", "3 layers"])
 @pytest.mark.parametrize("likelihood", [None, GaussianPixels()], ids=["bernoulli", "gaussian"])
 @pytest.mark.parametrize("activation", ["tanh", "softplus"])
-def test_log_joint_and_its_gradient_in_z_equal_autograd(likelihood, activation):
+def test_log_joint_and_its_gradient_in_z_equal_autograd(likelihood, activation, hidden):
     torch.manual_seed(0)
-    model = VAE(input_dim=12, hidden_sizes=7, latent_dims=3, activation=activation, init_std=0.5,
+    model = VAE(input_dim=12, hidden_sizes=hidden, latent_dims=3, activation=activation, init_std=0.5,
                 likelihood=likelihood).double()
     x, z = torch.rand(1, 5, 12, dtype=torch.float64), torch.randn(1, 5, 3, dtype=torch.float64, requires_grad=True)
     reference = model.likelihood.log_prob(model.decode(z), x) - 0.5 * (z.square().sum(-1) + 3 * math.log(2 * math.pi))

@@ -68,8 +68,9 @@ def test_resume_refuses_other_settings(algorithm, reference, data_root, tmp_path
     job.mkdir()
     (job / "checkpoint.pt").write_bytes((reference / "checkpoint.pt").read_bytes())
     other = "wake_sleep" if algorithm == "aevb" else "aevb"
+    changed = "algorithm.beta, algorithm.name" if algorithm.startswith("beta_vae") else "algorithm.name"  # beta: 4 to 1
     for overrides, keys in (([*ALGORITHM_ARGS[algorithm], "latent_dim=7"], "latent_dim"),
-                            ([f"algorithm={other}", *ALGORITHM_ARGS[algorithm][1:]], "algorithm.name")):
+                            ([f"algorithm={other}", *ALGORITHM_ARGS[algorithm][1:]], changed)):
         result = run_cli([f"data.root={data_root}", *LONG, *overrides, "hydra.run.dir=job"], tmp_path)
         assert result.returncode == 2
         assert result.stderr == (f"error: {job} holds a run with other settings ({keys}); resume it with the same "

@@ -115,12 +115,16 @@ def assert_rows_close(got: list[dict], expected: list[dict], exact: bool):
             assert (a[column] == value) if exact else float(a[column]) == pytest.approx(float(value), rel=1e-4, abs=1e-3), column
 
 
-@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "iwae"])
+@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "iwae", "iwae_deep_adam", "beta_vae_deep"])
 def test_stacked_models_end_where_their_solo_runs_end(data_root, tmp_path, algorithm):
     settings = [(2, 0, 0.02), (5, 1, 0.05), (5, 2, 0.02)]  # N_z, seed, step size
     cfgs = [quick_config(data_root, *s) for s in settings]
     for cfg in cfgs:
-        cfg.algorithm.name, cfg.eval.iwae_k = algorithm, [3]
+        cfg.algorithm.name, cfg.eval.iwae_k = algorithm.split("_deep")[0], [3]
+        if "_deep" in algorithm:  # two hidden layers; Adam at a tenth of the step sizes
+            cfg.model.hidden_sizes = [40, 30]
+        if algorithm.endswith("adam"):
+            cfg.optimizer.name, cfg.optimizer.eps, cfg.optimizer.lr = "adam", 1e-4, cfg.optimizer.lr / 10
     dirs = [tmp_path / f"stack{k}" for k in range(3)]
     summaries = train_stack(cfgs, dirs)
     assert [s.status for s in summaries] == ["completed"] * 3 and {s.stack for s in summaries} == {3}

@@ -1,5 +1,7 @@
-"""The training algorithms of Figures 2 and 3, and IWAE beyond the paper, each one step function
-chosen once per job.
+"""The training algorithms of Figures 2 and 3, and beyond the paper IWAE and the beta-VAE, each one
+step function chosen once per job. A step's gradients come from the model's hand-written passes or,
+with train.gradients=autograd, from autograd of the same losses (losses.gradient_pass); an
+objective written as a loss alone is trained by `loss_step`.
 
 A step takes a minibatch per model of the stack x ([K, B, D], values in [0, 1]) and the
 indices of its images in the training set ([K, B]), draws its noise from the stack's Noise
@@ -22,7 +24,7 @@ from vae_repro.noise import Noise
 from vae_repro.optimizers import Optimizer
 
 Step = Callable[[torch.Tensor, torch.Tensor], None]
-MakeStep = Callable[[VAE, "Optimizer", Config, int, Noise], tuple[Step, dict]]
+MakeStep = Callable[[VAE, Optimizer, Config, int, Noise], tuple[Step, dict]]
 MCEM_INITIAL_STEP = 0.01  # HMC step size before tuning, as in the author's code
 
 

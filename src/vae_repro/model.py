@@ -1,13 +1,15 @@
-"""The paper's VAE: one hidden layer each way, Gaussian q(z|x), a per-pixel p(x|z) (Bernoulli
-or Gaussian, see likelihoods.py), and its ELBO; as a stack of K such models of one shape,
+"""The paper's VAE, at any depth: tanh hidden layers each way (the paper's one, or more, the
+decoder's mirroring the encoder's), Gaussian q(z|x), a per-pixel p(x|z) (Bernoulli or
+Gaussian, see likelihoods.py), and its ELBO; as a stack of K such models of one shape,
 whose every product is one batched call for all K (a single model is the stack of one).
 
 Besides the autograd forward pass, the model has hand-written backward passes for the
 training steps (at batch 100 on a CPU, autograd's bookkeeping costs about a fifth of a
-step): the negative ELBO for AEVB, IWAE's loss, and the wake and sleep losses of wake-sleep.
+step): the negative ELBO for AEVB, IWAE's loss, and the wake and sleep losses of wake-sleep,
+each a loop over the layers.
 Each writes its gradient into .grad of the parameters it trains and leaves the others' .grad
 as None; none computes the loss itself, which the update does not need (a diverging run shows
-in its weights). tests/test_model.py checks them against autograd.
+in its weights). tests/test_losses.py checks them against autograd of the losses in losses.py.
 """
 import logging
 
