@@ -231,6 +231,10 @@ BAD_INPUTS = [
     (["algorithm=beta_vae", "train.gradients=handwritten"], ("train.gradients=handwritten", "beta_vae",
                                                               "train.gradients=autograd")),
     (["train.gradients=magic"], ("train.gradients", "'magic'", "auto, handwritten, autograd")),
+    (["algorithm.beta=2"], ("algorithm.beta=2.0", "algorithm=beta_vae only", "algorithm=aevb")),
+    (["optimizer.betas=[0.8,0.9]"], ("optimizer.betas=[0.8, 0.9]", "optimizer=adam only", "optimizer=adagrad")),
+    (["sweep=iwae_paper"], ("sweep=iwae_paper", "a sweep of several jobs", "algorithm.k", "add -m")),
+    (["sweep=fig3"], ("sweep=fig3", "a sweep of several jobs", "add -m")),
 ]
 
 

@@ -282,9 +282,16 @@ def _check_optimizer(cfg: Config) -> None:
         raise ConfigError(f"optimizer.eps={opt.eps}: expected a number > 0")
     if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
         raise ConfigError(f"optimizer.betas={list(opt.betas)}: expected two numbers in [0, 1), e.g. [0.9,0.999]")
+    name = str(cfg.algorithm.name)
     if not (math.isfinite(cfg.algorithm.beta) and cfg.algorithm.beta >= 0):
         raise ConfigError(f"algorithm.beta={cfg.algorithm.beta}: expected a number >= 0")
-    name = str(cfg.algorithm.name)
+    # Options of another algorithm or optimizer, which would be read by nothing.
+    if cfg.algorithm.beta != 1 and name != "beta_vae":
+        raise ConfigError(f"algorithm.beta={cfg.algorithm.beta}: read by algorithm=beta_vae only (this is "
+                          f"algorithm={name}); add algorithm=beta_vae")
+    if list(opt.betas) != [0.9, 0.999] and str(opt.name) != "adam":
+        raise ConfigError(f"optimizer.betas={list(opt.betas)}: read by optimizer=adam only (this is "
+                          f"optimizer={opt.name}); add optimizer=adam")
     if str(cfg.train.gradients) == "handwritten" and not ALGORITHMS[name].handwritten:
         raise ConfigError(f"train.gradients=handwritten: algorithm={name} has no hand-written passes; use "
                           "train.gradients=autograd (or auto)")

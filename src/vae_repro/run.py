@@ -178,6 +178,10 @@ def precheck(line: CommandLine) -> Command | None:
         else:
             cfg, hydra_cfg = _compose_job(overrides, 0)
             jobs = [overrides]
+            if hydra_cfg.sweeper.get("params"):  # a preset's sweep, which one run would quietly drop
+                preset = hydra_cfg.runtime.choices.get("sweep")
+                raise ConfigError(f"sweep={preset}: a sweep of several jobs ({', '.join(hydra_cfg.sweeper.params)}); "
+                                  "add -m")
         dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         resolved = str(OmegaConf.select(hydra_cfg, dir_key.removeprefix("hydra.")))
         out_dir = Path(to_absolute_path(resolved))
