@@ -59,8 +59,8 @@ def evaluate_marginal(estimator, model: VAE, x: torch.Tensor, noise: Noise, bina
 
 class Evaluation:
     """What a job measures at each evaluation: with an encoder, the ELBO of each whole split, its
-    IWAE-k bounds (eval.iwae_k) and active units (eval.active_units); the marginal log-likelihood of each split's first images
-    (eval.marginal). Each measure draws its noise afresh from the models' evaluation seeds, the same
+    IWAE-k bounds (eval.iwae_k) and active units (eval.active_units); the marginal log-likelihood of
+    each split's first images (eval.marginal). Each measure draws its noise afresh from the models' evaluation seeds, the same
     at every evaluation, so that successive points of a curve differ only by the training between them."""
 
     def __init__(self, cfg: Config, has_encoder: bool):
