@@ -352,9 +352,9 @@ def test_help_explains_every_top_level_key_with_examples(tmp_path):
         assert re.search(rf"^{field.name}[=.]", result.stdout, re.M), field.name
     for group in ("sweep", "experiment", "logger"):
         assert re.search(rf"^{group}=", result.stdout, re.M)
-    assert "algorithm: aevb, iwae, mcem, wake_sleep" in result.stdout  # the config groups, from conf/
+    assert "algorithm: aevb, beta_vae, iwae, mcem, wake_sleep" in result.stdout  # the config groups, from conf/
     examples = result.stdout.split("== Examples ==")[1].strip().splitlines()
-    assert len([line for line in examples if line.startswith("python -m vae_repro.run ")]) == 6
+    assert len([line for line in examples if line.startswith("python -m vae_repro.run ")]) == 7
     assert "optimizer.lr=0.1" not in result.stdout.split("== Examples ==")[1]  # it wrecks an MNIST model
     assert "hydra.launcher.n_jobs" in result.stdout and "hydra/launcher=joblib" in result.stdout
 

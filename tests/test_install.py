@@ -28,7 +28,7 @@ def test_an_installed_wheel_runs_help_and_a_job_outside_the_repository(data_root
     assert where[0].startswith(str(site)) and where[1] == str(site / "vae_repro" / "conf")
     help_text = run("-m", "vae_repro.run", "--help")
     assert help_text.returncode == 0, help_text.stderr
-    assert "== Config groups" in help_text.stdout and "algorithm: aevb, iwae, mcem, wake_sleep" in help_text.stdout
+    assert "== Config groups" in help_text.stdout and "algorithm: aevb, beta_vae, iwae, mcem, wake_sleep" in help_text.stdout
     job = run("-m", "vae_repro.run", "latent_dim=2,3", "-m", f"data.root={data_root}", *QUICK, "hydra/launcher=stack",
               "hydra.sweep.dir=sweep")
     assert job.returncode == 0, job.stderr
