@@ -14,7 +14,7 @@ import torch
 
 from vae_repro.config import AlgorithmConfig
 from vae_repro.likelihoods import LOG_2PI
-from vae_repro.model import VAE
+from vae_repro.model import VAE, reparameterize
 
 
 def own_latent(model: VAE) -> torch.Tensor | float:
@@ -39,7 +39,7 @@ def iwae(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     along eps's dim 1."""
     stack, k, batch = eps.shape[:3]
     mean, logvar = model.encode(x)
-    z = (mean.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps).flatten(1, 2)
+    z, _ = reparameterize(mean, logvar, eps)
     log_px = model.likelihood.log_prob(model.decode(z), x.repeat(1, k, 1) if k > 1 else x)
     log_q = -0.5 * (model.own_units.view(-1, 1, 1) * LOG_2PI + (logvar * own_latent(model)).sum(-1).unsqueeze(1)
                     + eps.square().sum(-1))
@@ -56,8 +56,7 @@ def wake(model: VAE, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """The wake phase's loss: -E_q[log p(x|z)], z = mean + std * eps from q(z|x) taken as data."""
     n_samples = eps.shape[1]
     with torch.no_grad():
-        mean, logvar = model.encode(x)
-        z = (mean.unsqueeze(1) + torch.exp(0.5 * logvar).unsqueeze(1) * eps).flatten(1, 2)
+        z, _ = reparameterize(*model.encode(x), eps)
     return reconstruction(model, z, x.repeat(1, n_samples, 1) if n_samples > 1 else x)
 
 
