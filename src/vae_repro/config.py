@@ -257,6 +257,7 @@ def check_config(cfg: Config) -> None:
         if not (math.isfinite(value) and value > 0):
             raise ConfigError(f"{key}={value}: expected a number > 0")
     _check_optimizer(cfg)
+    _check_algorithm(cfg)
     decay = cfg.optimizer.weight_decay
     if decay is not None and not (math.isfinite(decay) and decay >= 0):
         raise ConfigError(f"optimizer.weight_decay={decay}: expected a number >= 0, or null for 1 / (prior_std^2 N)")
@@ -276,22 +277,24 @@ def check_config(cfg: Config) -> None:
 
 
 def _check_optimizer(cfg: Config) -> None:
-    from vae_repro.algorithms import ALGORITHMS  # here: the algorithms build on this module
     opt = cfg.optimizer
     if not (math.isfinite(opt.eps) and opt.eps > 0):
         raise ConfigError(f"optimizer.eps={opt.eps}: expected a number > 0")
     if len(opt.betas) != 2 or not all(0 <= b < 1 for b in opt.betas):
         raise ConfigError(f"optimizer.betas={list(opt.betas)}: expected two numbers in [0, 1), e.g. [0.9,0.999]")
+    if list(opt.betas) != OptimizerConfig().betas and str(opt.name) != "adam":  # read by nothing
+        raise ConfigError(f"optimizer.betas={list(opt.betas)}: read by optimizer=adam only (this is "
+                          f"optimizer={opt.name}); add optimizer=adam")
+
+
+def _check_algorithm(cfg: Config) -> None:
+    from vae_repro.algorithms import ALGORITHMS  # here: the algorithms build on this module
     name = str(cfg.algorithm.name)
     if not (math.isfinite(cfg.algorithm.beta) and cfg.algorithm.beta >= 0):
         raise ConfigError(f"algorithm.beta={cfg.algorithm.beta}: expected a number >= 0")
-    # Options of another algorithm or optimizer, which would be read by nothing.
-    if cfg.algorithm.beta != 1 and name != "beta_vae":
+    if cfg.algorithm.beta != 1 and name != "beta_vae":  # read by nothing
         raise ConfigError(f"algorithm.beta={cfg.algorithm.beta}: read by algorithm=beta_vae only (this is "
                           f"algorithm={name}); add algorithm=beta_vae")
-    if list(opt.betas) != [0.9, 0.999] and str(opt.name) != "adam":
-        raise ConfigError(f"optimizer.betas={list(opt.betas)}: read by optimizer=adam only (this is "
-                          f"optimizer={opt.name}); add optimizer=adam")
     if str(cfg.train.gradients) == "handwritten" and not ALGORITHMS[name].handwritten:
         raise ConfigError(f"train.gradients=handwritten: algorithm={name} has no hand-written passes; use "
                           "train.gradients=autograd (or auto)")
