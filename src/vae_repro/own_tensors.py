@@ -29,7 +29,7 @@ def own_shape(model: nn.Module, name: str, k: int) -> tuple[int, ...]:
 
 
 def own_tensor(model: nn.Module, name: str, stacked: torch.Tensor, k: int) -> torch.Tensor:
-    """Model k's part of `stacked`: the parameter `name` or a tensor of its shape (Adagrad's sums)."""
+    """Model k's part of `stacked`: the parameter `name` or a tensor of its shape (the optimizer's state)."""
     return torch.cat([stacked[k][part] for part, _ in own_parts(model, name, k)]).detach().clone()
 
 

@@ -324,7 +324,7 @@ class Job:
     def set_step_sizes(self) -> None:
         """Each model's step size for the steps from here: its optimizer.lr, as the schedule scales it."""
         factor = self.events.step_size_factor(self.progress.steps)
-        self.optimizer.lrs = [lr * factor for lr in self.lrs] if factor != 1 else list(self.lrs)
+        self.optimizer.lrs = [lr * factor for lr in self.lrs]
 
     def finish(self, signal_received: int | None) -> list[Summary]:
         """After the loop: each model still in the stack checkpointed, and its model.pt written unless a
