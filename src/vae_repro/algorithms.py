@@ -28,15 +28,22 @@ MakeStep = Callable[[VAE, Optimizer, Config, int, Noise], tuple[Step, dict]]
 MCEM_INITIAL_STEP = 0.01  # HMC step size before tuning, as in the author's code
 
 
-def aevb_step(model: VAE, optimizer: Optimizer, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
-    """One step on the negative ELBO averaged over the batch, with L = train.mc_samples."""
-    backward = gradient_pass(model, "negative_elbo_backward", str(cfg.train.gradients))
+def whole_model_step(backward: Callable[[torch.Tensor, torch.Tensor], None], model: VAE, optimizer: Optimizer,
+                     noise: Noise, n_samples: int) -> Step:
+    """One step of every parameter on the gradient that `backward(x, eps)` writes, eps holding
+    `n_samples` slices of noise per datapoint."""
     update = optimizer.updater(list(model.parameters()))
 
     def step(x: torch.Tensor, idx: torch.Tensor) -> None:
-        backward(x, noise.latent(cfg.train.mc_samples, x.shape[1]))
+        backward(x, noise.latent(n_samples, x.shape[1]))
         update()
-    return step, {}
+    return step
+
+
+def aevb_step(model: VAE, optimizer: Optimizer, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
+    """One step on the negative ELBO averaged over the batch, with L = train.mc_samples."""
+    backward = gradient_pass(model, "negative_elbo_backward", str(cfg.train.gradients))
+    return whole_model_step(backward, model, optimizer, noise, cfg.train.mc_samples), {}
 
 
 def loss_step(loss: Callable[[VAE, torch.Tensor, torch.Tensor, AlgorithmConfig], torch.Tensor]) -> MakeStep:
@@ -44,12 +51,7 @@ def loss_step(loss: Callable[[VAE, torch.Tensor, torch.Tensor, AlgorithmConfig],
     on its gradient by autograd, the loss taking L = train.mc_samples slices of noise per datapoint."""
     def make_step(model: VAE, optimizer: Optimizer, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
         backward = by_autograd(model, lambda m, x, eps: loss(m, x, eps, cfg.algorithm), list(model.parameters()))
-        update = optimizer.updater(list(model.parameters()))
-
-        def step(x: torch.Tensor, idx: torch.Tensor) -> None:
-            backward(x, noise.latent(cfg.train.mc_samples, x.shape[1]))
-            update()
-        return step, {}
+        return whole_model_step(backward, model, optimizer, noise, cfg.train.mc_samples), {}
     return make_step
 
 
@@ -60,12 +62,7 @@ def iwae_step(model: VAE, optimizer: Optimizer, cfg: Config, n_train: int, noise
     if cfg.algorithm.k == 1:
         return aevb_step(model, optimizer, cfg, n_train, noise)
     backward = gradient_pass(model, "iwae_backward", str(cfg.train.gradients))
-    update = optimizer.updater(list(model.parameters()))
-
-    def step(x: torch.Tensor, idx: torch.Tensor) -> None:
-        backward(x, noise.latent(cfg.algorithm.k, x.shape[1]))
-        update()
-    return step, {}
+    return whole_model_step(backward, model, optimizer, noise, cfg.algorithm.k), {}
 
 
 def wake_sleep_step(model: VAE, optimizer: Optimizer, cfg: Config, n_train: int, noise: Noise) -> tuple[Step, dict]:
